@@ -1,0 +1,35 @@
+//! Archipel's domain: everything about a Meshtastic mesh that can be decided without I/O.
+//!
+//! Nothing here opens a socket, reads a clock or spawns a task: functions that depend on time
+//! take `now` as an argument, so they are tested with plain values.
+//!
+//! Modules, in the order one received message meets them:
+//! - [`frame`]: the stream API's `0x94 0xC3 LEN` framing and its resync rules;
+//! - [`wire`]: a protobuf field walker, so raw bytes can be kept where prost would drop fields;
+//! - [`packet`]: a mesh packet that keeps its original bytes and exposes decoded fields;
+//! - [`node`]: node and packet identifiers;
+//! - [`channel`]: channel keys, PSK expansion, the 8-bit channel hash and AES-CTR;
+//! - [`dedup`]: the bounded, expiring (from, id) seen-set;
+//! - [`airtime`]: modem presets and LoRa time-on-air;
+//! - [`delivery`]: the delivery status every destination reports.
+#![warn(missing_docs)]
+
+pub mod airtime;
+pub mod channel;
+pub mod dedup;
+pub mod delivery;
+pub mod frame;
+pub mod node;
+pub mod packet;
+pub mod wire;
+
+/// The Meshtastic protobuf types (from the `meshtastic` crate, GPL-3.0), re-exported so every
+/// crate of the workspace names them the same way.
+pub use meshtastic::protobufs as proto;
+
+pub use airtime::{LoraParams, ModemPreset};
+pub use channel::{ChannelKey, Psk};
+pub use dedup::{Dedup, Seen};
+pub use delivery::DeliveryStatus;
+pub use node::{NodeId, PacketId};
+pub use packet::{Packet, Payload};
