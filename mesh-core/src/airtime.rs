@@ -128,6 +128,7 @@ impl ModemPreset {
     }
 
     /// The protobuf value.
+    #[allow(deprecated)] // LongSlow and VeryLongSlow are deprecated upstream but still in use.
     pub fn to_proto(self) -> ProtoPreset {
         match self {
             ModemPreset::LongFast => ProtoPreset::LongFast,

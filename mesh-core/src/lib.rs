@@ -11,10 +11,12 @@
 //! - [`channel`]: channel keys, PSK expansion, the 8-bit channel hash and AES-CTR;
 //! - [`dedup`]: the bounded, expiring (from, id) seen-set;
 //! - [`airtime`]: modem presets and LoRa time-on-air;
+//! - [`backoff`]: capped reconnect delays shared by every link;
 //! - [`delivery`]: the delivery status every destination reports.
 #![warn(missing_docs)]
 
 pub mod airtime;
+pub mod backoff;
 pub mod channel;
 pub mod dedup;
 pub mod delivery;
@@ -28,6 +30,7 @@ pub mod wire;
 pub use meshtastic::protobufs as proto;
 
 pub use airtime::{LoraParams, ModemPreset};
+pub use backoff::Backoff;
 pub use channel::{ChannelKey, Psk};
 pub use dedup::{Dedup, Seen};
 pub use delivery::DeliveryStatus;
