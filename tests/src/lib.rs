@@ -1,1 +1,317 @@
-//! Shared helpers for the end-to-end tests.
+//! Harness for the end-to-end tests: builds and finds the real `archipel` binary, finds the
+//! Python `meshtastic` client that `tests/run` installs, and runs `archipel sim` as a child
+//! process on free loopback ports, stopped and reaped when the test ends.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
+}
+
+/// The `archipel` binary: `$ARCHIPEL_BIN`, or the workspace's debug build, built once per
+/// test process so `cargo test -p archipel-e2e` works on its own.
+pub fn archipel_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("ARCHIPEL_BIN") {
+            return PathBuf::from(bin);
+        }
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--quiet", "-p", "archipel-gateway", "--bin", "archipel"])
+            .current_dir(workspace())
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the archipel binary failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace().join("target"));
+        target.join("debug").join("archipel")
+    })
+    .clone()
+}
+
+/// The Python `meshtastic` CLI from the venv `tests/run` creates (`$ARCHIPEL_VENV` or
+/// `.venv` in the workspace).
+pub fn meshtastic_cli() -> PathBuf {
+    let venv = std::env::var_os("ARCHIPEL_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join(".venv"));
+    let cli = venv.join("bin").join("meshtastic");
+    assert!(
+        cli.exists(),
+        "{} is missing: run `tests/run`, which installs the Python meshtastic client",
+        cli.display()
+    );
+    cli
+}
+
+/// Runs the Python client with a hard time limit and returns what it printed.
+pub fn run_meshtastic(args: &[&str], limit: Duration) -> Output {
+    let mut cmd = Command::new(meshtastic_cli());
+    cmd.args(args);
+    run_with_limit(cmd, limit, "meshtastic CLI")
+}
+
+/// Runs a command to completion, killing it if it outlives `limit` (then the test fails with
+/// what it printed so far).
+pub fn run_with_limit(mut cmd: Command, limit: Duration, what: &str) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what} does not start: {e}"));
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("child output"),
+        Err(_) => {
+            kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let out = rx.recv().expect("killed child reaped").expect("child output");
+            panic!(
+                "{what} did not finish within {}s\nstdout:\n{}\nstderr:\n{}",
+                limit.as_secs(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+fn kill(pid: u32, signal: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+}
+
+/// Sends SIGTERM and waits up to `grace` for the child to exit (SIGKILL after that).
+/// Returns the exit status if it stopped by itself.
+pub fn terminate(child: Child, grace: Duration) -> Option<std::process::ExitStatus> {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    let mut child = child;
+    kill(pid, nix::sys::signal::Signal::SIGTERM);
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    match rx.recv_timeout(grace) {
+        Ok(status) => status.ok(),
+        Err(_) => {
+            kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = rx.recv();
+            None
+        }
+    }
+}
+
+/// One attached radio as `archipel sim` announced it.
+#[derive(Debug, Clone)]
+pub struct SimRadio {
+    /// Node id text, `!xxxxxxxx`.
+    pub node: String,
+    /// Mesh name.
+    pub mesh: String,
+    /// TCP address.
+    pub tcp: String,
+    /// Pseudo-terminal path, when one was asked for.
+    pub serial: Option<String>,
+}
+
+/// A long-running child whose standard output is read line by line; stopped with SIGTERM
+/// (then SIGKILL) when dropped, so tests leave no process behind.
+pub struct Running {
+    /// The child; taken when it is stopped.
+    child: Option<Child>,
+    /// Lines of its standard output, from a reader thread.
+    lines: mpsc::Receiver<String>,
+    /// What it is, for failure messages.
+    what: String,
+}
+
+impl Running {
+    /// Starts `cmd` with its standard output piped to the line reader.
+    pub fn spawn(mut cmd: Command, what: &str) -> Running {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what} does not start: {e}"));
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child: Some(child),
+            lines,
+            what: what.to_owned(),
+        }
+    }
+
+    /// Waits for the next line that `pick` accepts, skipping others, for at most `limit`.
+    pub fn wait_line<T>(&self, limit: Duration, mut pick: impl FnMut(&str) -> Option<T>) -> T {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(t) = pick(&line) {
+                        return t;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("{}: expected line not printed within {}s", self.what, limit.as_secs())
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("{}: exited before printing the expected line", self.what)
+                }
+            }
+        }
+    }
+
+    /// Stops the child now (SIGTERM) and says whether it exited cleanly in time.
+    pub fn stop(mut self) -> bool {
+        self.child
+            .take()
+            .and_then(|c| terminate(c, Duration::from_secs(10)))
+            .is_some_and(|s| s.success())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            terminate(child, Duration::from_secs(10));
+        }
+    }
+}
+
+/// `archipel sim` running as a child process, with the radios it announced.
+pub struct SimProcess {
+    /// The process.
+    process: Running,
+    /// The radios it announced.
+    pub radios: Vec<SimRadio>,
+    /// Where its config was written; removed on drop.
+    dir: PathBuf,
+}
+
+impl SimProcess {
+    /// Writes `config` (TOML) to a fresh directory, starts `archipel sim --config` on it, and
+    /// waits until it has announced `expected_radios` attached radios.
+    pub fn start(config: &str, expected_radios: usize) -> SimProcess {
+        let dir = temp_dir("sim");
+        let path = dir.join("sim.toml");
+        std::fs::write(&path, config).expect("config written");
+        let mut cmd = Command::new(archipel_bin());
+        cmd.arg("sim").arg("--config").arg(&path);
+        let process = Running::spawn(cmd, "archipel sim");
+        let radios = (0..expected_radios)
+            .map(|_| process.wait_line(Duration::from_secs(60), parse_radio_line))
+            .collect();
+        SimProcess {
+            process,
+            radios,
+            dir,
+        }
+    }
+
+    /// The radio with this node id.
+    pub fn radio(&self, node: &str) -> &SimRadio {
+        self.radios
+            .iter()
+            .find(|r| r.node == node)
+            .unwrap_or_else(|| panic!("no attached radio {node} in {:?}", self.radios))
+    }
+
+    /// Stops the simulator and says whether it exited cleanly.
+    pub fn stop(self) -> bool {
+        let dir = self.dir.clone();
+        let clean = self.process.stop();
+        let _ = std::fs::remove_dir_all(dir);
+        clean
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Parses `radio !xxxxxxxx mesh=NAME tcp=ADDR [serial=PATH] name="..."`.
+pub fn parse_radio_line(line: &str) -> Option<SimRadio> {
+    let rest = line.strip_prefix("radio ")?;
+    let mut words = rest.split_whitespace();
+    let node = words.next()?.to_owned();
+    let mut radio = SimRadio {
+        node,
+        mesh: String::new(),
+        tcp: String::new(),
+        serial: None,
+    };
+    for w in words {
+        if let Some(v) = w.strip_prefix("mesh=") {
+            radio.mesh = v.to_owned();
+        } else if let Some(v) = w.strip_prefix("tcp=") {
+            radio.tcp = v.to_owned();
+        } else if let Some(v) = w.strip_prefix("serial=") {
+            radio.serial = Some(v.to_owned());
+        }
+    }
+    (!radio.tcp.is_empty()).then_some(radio)
+}
+
+/// A fresh directory under the system temp dir, unique per call.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("archipel-{tag}-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A small world for the end-to-end tests: one mesh, two attached radios (A with a
+/// pseudo-terminal), a router and two people.
+pub const TEST_WORLD: &str = r#"
+time_scale = 20.0
+seed = 3
+[[mesh]]
+name = "harbour"
+preset = "ShortFast"
+channels = [ { name = "LongFast", psk = "AQ==" } ]
+[[mesh.node]]
+id = "!0000a001"
+long_name = "Harbour radio A"
+short_name = "HRA"
+attached = { tcp_port = 0, pty = true }
+[[mesh.node]]
+id = "!0000b001"
+long_name = "Harbour radio B"
+short_name = "HRB"
+attached = { tcp_port = 0 }
+[[mesh.node]]
+id = "!00000c01"
+long_name = "Harbour master"
+short_name = "HMST"
+role = "router"
+[[mesh.node]]
+id = "!00000d01"
+long_name = "Dana"
+short_name = "DANA"
+"#;

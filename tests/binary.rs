@@ -1,0 +1,109 @@
+//! The `archipel` binary end to end: `radio-info` against `archipel sim` over TCP and a
+//! pseudo-terminal, clear failures for a missing radio and a bad config, and `demo` starting
+//! and stopping cleanly.
+
+use std::process::Command;
+use std::time::Duration;
+
+use archipel_e2e::{Running, SimProcess, TEST_WORLD, archipel_bin, run_with_limit, temp_dir};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn archipel(args: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new(archipel_bin());
+    cmd.args(args);
+    let out = run_with_limit(cmd, LIMIT, "archipel");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn radio_info_over_tcp_prints_identity_channels_and_node_db() {
+    let sim = SimProcess::start(TEST_WORLD, 2);
+    let (ok, out, err) = archipel(&["radio-info", "--tcp", &sim.radio("!0000a001").tcp]);
+    println!("{out}");
+    assert!(ok, "radio-info failed:\n{err}");
+    assert!(out.contains("Radio !0000a001  \"Harbour radio A\" (HRA)"), "{out}");
+    assert!(out.contains("preset   ShortFast"), "{out}");
+    assert!(out.contains("PRIMARY    LongFast"), "{out}");
+    assert!(out.contains("Nodes (3)"), "{out}");
+    for name in ["Harbour radio B", "Harbour master", "Dana"] {
+        assert!(out.contains(name), "{name} missing:\n{out}");
+    }
+}
+
+#[test]
+fn radio_info_over_a_serial_port_gives_the_same_report() {
+    let sim = SimProcess::start(TEST_WORLD, 2);
+    let pty = sim.radio("!0000a001").serial.clone().expect("pty");
+    let (ok, out, err) = archipel(&["radio-info", "--serial", &pty]);
+    assert!(ok, "radio-info --serial failed:\n{err}");
+    assert!(out.contains("Radio !0000a001"), "{out}");
+    assert!(out.contains("Harbour master"), "{out}");
+}
+
+#[test]
+fn radio_info_without_a_radio_fails_and_says_where_it_looked() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let (ok, _, err) = archipel(&["radio-info", "--tcp", &addr, "--timeout", "3"]);
+    assert!(!ok);
+    assert!(err.contains(&addr) && err.contains("error:"), "{err}");
+}
+
+#[test]
+fn a_bad_sim_config_is_refused_naming_the_key_and_value() {
+    let dir = temp_dir("badcfg");
+    let bad_preset = dir.join("preset.toml");
+    std::fs::write(&bad_preset, TEST_WORLD.replace("ShortFast", "Fastest")).unwrap();
+    let (ok, _, err) = archipel(&["sim", "--config", bad_preset.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("preset") && err.contains("Fastest"), "{err}");
+
+    let dup = dir.join("dup.toml");
+    std::fs::write(&dup, TEST_WORLD.replace("!0000b001", "!0000a001")).unwrap();
+    let (ok, _, err) = archipel(&["sim", "--config", dup.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("!0000a001"), "{err}");
+
+    let (ok, _, err) = archipel(&["sim", "--config", "/nonexistent/sim.toml"]);
+    assert!(!ok);
+    assert!(err.contains("/nonexistent/sim.toml") && err.contains("not found"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn demo_connects_to_its_simulated_radios_and_stops_cleanly() {
+    let mut cmd = Command::new(archipel_bin());
+    cmd.arg("demo");
+    let demo = Running::spawn(cmd, "archipel demo");
+    let radios: Vec<String> = (0..2)
+        .map(|_| {
+            demo.wait_line(LIMIT, |l| {
+                l.strip_prefix("radio ")
+                    .and_then(|r| r.split_whitespace().next())
+                    .map(str::to_owned)
+            })
+        })
+        .collect();
+    let mut connected = Vec::new();
+    while connected.len() < radios.len() {
+        let who = demo.wait_line(LIMIT, |l| {
+            radios
+                .iter()
+                .find(|r| l.contains(&format!("{r}: connected")))
+                .cloned()
+        });
+        if !connected.contains(&who) {
+            connected.push(who);
+        }
+    }
+    assert!(demo.stop(), "demo did not exit cleanly on SIGTERM");
+}
