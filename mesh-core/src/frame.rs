@@ -227,6 +227,38 @@ mod tests {
     }
 
     #[test]
+    fn random_bytes_never_stall_or_panic_the_decoder() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 7;
+            x ^= x >> 9;
+            x
+        };
+        for round in 0..500 {
+            let len = (next() % 2048) as usize;
+            // Bias towards start bytes so headers (and oversize lengths) actually occur.
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| match next() % 8 {
+                    0 => START1,
+                    1 => START2,
+                    _ => next() as u8,
+                })
+                .collect();
+            let mut buf = BytesMut::from(&bytes[..]);
+            let mut consumed = 0;
+            while let Some(ev) = next_event(&mut buf) {
+                consumed += match ev {
+                    FrameEvent::Frame(p) => p.len() + HEADER_LEN,
+                    FrameEvent::Noise(n) => n.len(),
+                    FrameEvent::Oversize { .. } => HEADER_LEN,
+                };
+            }
+            assert_eq!(consumed + buf.len(), len, "round {round}");
+            assert!(buf.len() < HEADER_LEN + MAX_PAYLOAD, "round {round}");
+        }
+    }
+
+    #[test]
     fn encoding_refuses_a_payload_over_512_bytes() {
         let mut b = BytesMut::new();
         assert_eq!(encode(&[0; 513], &mut b), Err(TooLarge { len: 513 }));

@@ -435,6 +435,25 @@ mod tests {
     }
 
     #[test]
+    fn random_bytes_never_panic_the_packet_decoder() {
+        let mut x: u32 = 0x2545_f491;
+        for _ in 0..5000 {
+            let bytes: Vec<u8> = (0..(x % 64))
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect();
+            if let Ok(p) = Packet::decode(Bytes::from(bytes.clone())) {
+                assert_eq!(p.encode(), bytes, "a decodable packet re-encodes to its bytes");
+                let _ = p.decrypt(&ChannelKey::from_psk(&[1]));
+            }
+        }
+    }
+
+    #[test]
     fn garbage_is_an_error_not_a_panic() {
         for bad in [&b""[..], b"\x0a", b"\xff\xff\xff", b"\x22\x02\xff\xff"] {
             assert!(Packet::decode(Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
