@@ -11,6 +11,8 @@
 //! - [`channel`]: channel keys, PSK expansion, the 8-bit channel hash and AES-CTR;
 //! - [`dedup`]: the bounded, expiring (from, id) seen-set;
 //! - [`airtime`]: modem presets and LoRa time-on-air;
+//! - [`class`]: priority classes, the order in which a backlog drains;
+//! - [`governor`]: a radio's duty-cycle and channel-utilisation limits;
 //! - [`backoff`]: capped reconnect delays shared by every link;
 //! - [`delivery`]: the delivery status every destination reports.
 #![warn(missing_docs)]
@@ -18,9 +20,11 @@
 pub mod airtime;
 pub mod backoff;
 pub mod channel;
+pub mod class;
 pub mod dedup;
 pub mod delivery;
 pub mod frame;
+pub mod governor;
 pub mod node;
 pub mod packet;
 pub mod wire;
@@ -32,7 +36,9 @@ pub use meshtastic::protobufs as proto;
 pub use airtime::{LoraParams, ModemPreset};
 pub use backoff::Backoff;
 pub use channel::{ChannelKey, Psk};
+pub use class::Class;
 pub use dedup::{Dedup, Seen};
 pub use delivery::DeliveryStatus;
+pub use governor::{Governor, GovernorConfig, Verdict};
 pub use node::{NodeId, PacketId};
 pub use packet::{Packet, Payload};
