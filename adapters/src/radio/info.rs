@@ -4,8 +4,9 @@ use mesh_core::proto::{self, config, from_radio};
 use mesh_core::{ModemPreset, NodeId, Psk};
 
 /// Everything collected between `want_config_id` and `config_complete_id`: the radio's
-/// identity, channels, configuration and node database.
-#[derive(Debug, Clone, Default)]
+/// identity, channels, configuration and node database. Its `Debug` leaves out keys and the
+/// MQTT password the radio reports.
+#[derive(Clone, Default)]
 pub struct RadioInfo {
     /// `MyNodeInfo`: the radio's node number and firmware facts.
     pub my_info: Option<proto::MyNodeInfo>,
@@ -21,6 +22,16 @@ pub struct RadioInfo {
     pub module_config: Vec<proto::ModuleConfig>,
     /// Other nodes the radio knows, in the order it sent them.
     pub nodes: Vec<proto::NodeInfo>,
+}
+
+impl std::fmt::Debug for RadioInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RadioInfo")
+            .field("node", &self.node_id())
+            .field("channels", &self.active_channels().count())
+            .field("nodes", &self.nodes.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl RadioInfo {
@@ -91,6 +102,45 @@ impl RadioInfo {
                 .map(|s| s.psk.clone())
                 .unwrap_or_default(),
         )
+    }
+
+    /// The radio's MQTT settings, if it reported them.
+    pub fn mqtt(&self) -> Option<&proto::module_config::MqttConfig> {
+        self.module_config.iter().find_map(|m| match &m.payload_variant {
+            Some(proto::module_config::PayloadVariant::Mqtt(c)) => Some(c),
+            _ => None,
+        })
+    }
+
+    /// The MQTT topic root the radio listens under (`msh` unless configured).
+    pub fn mqtt_root(&self) -> String {
+        self.mqtt()
+            .map(|m| m.root.clone())
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "msh".to_owned())
+    }
+
+    /// Whether the radio takes relayed packets on the named channel: relayed traffic enters a
+    /// radio the way MQTT downlink does (the client proxy), which keeps the original sender
+    /// and packet id; that needs the MQTT module with the client proxy on and downlink on the
+    /// channel. `Err` says what to change.
+    pub fn accepts_relay_on(&self, channel: &str) -> Result<(), String> {
+        let proxy = self
+            .mqtt()
+            .is_some_and(|m| m.enabled && m.proxy_to_client_enabled);
+        if !proxy {
+            return Err("its MQTT client proxy is off (meshtastic --set mqtt.enabled true --set mqtt.proxy_to_client_enabled true)".into());
+        }
+        let Some(ch) = self.active_channels().find(|c| self.channel_name(c) == channel) else {
+            return Err(format!("it has no channel named `{channel}`"));
+        };
+        if !ch.settings.as_ref().is_some_and(|s| s.downlink_enabled) {
+            return Err(format!(
+                "downlink is off on its channel `{channel}` (meshtastic --ch-index {} --ch-set downlink_enabled true)",
+                ch.index
+            ));
+        }
+        Ok(())
     }
 
     /// Takes one handshake item. Returns false for variants that are not part of the

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use mesh_core::{Backoff, DeliveryStatus, Packet, PacketId};
+use mesh_core::{Backoff, DeliveryStatus, NodeId, Packet, PacketId};
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -173,6 +173,13 @@ enum Command {
         packet: Packet,
         reply: oneshot::Sender<DeliveryStatus>,
     },
+    Relay {
+        packet: Packet,
+        channel: String,
+        gateway: NodeId,
+        hops: u8,
+        reply: oneshot::Sender<DeliveryStatus>,
+    },
     Shutdown,
 }
 
@@ -213,6 +220,32 @@ impl RadioHandle {
         outcome
             .await
             .unwrap_or_else(|_| DeliveryStatus::retry(LinkStopped(self.name.to_string()).to_string()))
+    }
+
+    /// Injects a packet relayed from another mesh, keeping its sender and id: `packet` is
+    /// encrypted for `channel` on this radio; it arrives with hop limit `hops`. Delivered once
+    /// the radio has taken it (it hands it back as received).
+    pub async fn relay(
+        &self,
+        packet: Packet,
+        channel: &str,
+        gateway: NodeId,
+        hops: u8,
+    ) -> DeliveryStatus {
+        let (reply, outcome) = oneshot::channel();
+        let cmd = Command::Relay {
+            packet,
+            channel: channel.to_owned(),
+            gateway,
+            hops,
+            reply,
+        };
+        if self.commands.send(cmd).await.is_err() {
+            return DeliveryStatus::retry(LinkStopped(self.name.to_string()).to_string());
+        }
+        outcome.await.unwrap_or_else(|_| {
+            DeliveryStatus::retry(LinkStopped(self.name.to_string()).to_string())
+        })
     }
 
     /// The radio's info while connected.
@@ -385,12 +418,9 @@ impl Link {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => return true,
-                cmd = self.commands.recv() => match cmd {
-                    Some(Command::Send { packet, reply }) => {
-                        let outputs = self.submit(packet, reply);
-                        self.apply_offline(outputs);
-                    }
-                    Some(Command::Shutdown) | None => return false,
+                cmd = self.commands.recv() => match self.command(cmd) {
+                    Some(outputs) => self.apply_offline(outputs),
+                    None => return false,
                 },
             }
         }
@@ -411,16 +441,38 @@ impl Link {
         }
     }
 
-    fn submit(&mut self, mut packet: Packet, reply: oneshot::Sender<DeliveryStatus>) -> Vec<Output> {
-        if packet.id().is_unset() {
-            self.id_counter = self.id_counter.wrapping_add(1);
-            let id = PacketId::generate(self.rng.random(), self.id_counter);
-            packet.meta_mut().id = id.get();
+    /// Hands a request to the session; `None` means stop.
+    fn command(&mut self, cmd: Option<Command>) -> Option<Vec<Output>> {
+        let now = Instant::now().into_std();
+        match cmd? {
+            Command::Send { mut packet, reply } => {
+                if packet.id().is_unset() {
+                    self.id_counter = self.id_counter.wrapping_add(1);
+                    let id = PacketId::generate(self.rng.random(), self.id_counter);
+                    packet.meta_mut().id = id.get();
+                }
+                let token = self.token(reply);
+                Some(self.session.submit(token, packet, now))
+            }
+            Command::Relay {
+                packet,
+                channel,
+                gateway,
+                hops,
+                reply,
+            } => {
+                let token = self.token(reply);
+                Some(self.session.relay(token, packet, &channel, gateway, hops, now))
+            }
+            Command::Shutdown => None,
         }
+    }
+
+    fn token(&mut self, reply: oneshot::Sender<DeliveryStatus>) -> SendToken {
         let token = self.next_token;
         self.next_token += 1;
         self.replies.insert(token, reply);
-        self.session.submit(token, packet, Instant::now().into_std())
+        token
     }
 
     fn nonce(&mut self) -> u32 {
@@ -436,12 +488,9 @@ impl Link {
             tokio::select! {
                 r = &mut open => break r,
                 // Packets submitted meanwhile wait in the session; shutdown wins.
-                cmd = self.commands.recv() => match cmd {
-                    Some(Command::Send { packet, reply }) => {
-                        let outputs = self.submit(packet, reply);
-                        self.apply_offline(outputs);
-                    }
-                    Some(Command::Shutdown) | None => return (Ended::Shutdown, None),
+                cmd = self.commands.recv() => match self.command(cmd) {
+                    Some(outputs) => self.apply_offline(outputs),
+                    None => return (Ended::Shutdown, None),
                 },
             }
         };
@@ -488,9 +537,9 @@ impl Link {
                     Some(Err(e)) => return Ended::Lost(format!("read failed: {e}")),
                     Some(Ok(item)) => self.on_item(item),
                 },
-                cmd = self.commands.recv() => match cmd {
-                    Some(Command::Send { packet, reply }) => self.submit(packet, reply),
-                    Some(Command::Shutdown) | None => return Ended::Shutdown,
+                cmd = self.commands.recv() => match self.command(cmd) {
+                    Some(outputs) => outputs,
+                    None => return Ended::Shutdown,
                 },
                 _ = tokio::time::sleep_until(deadline) => self.session.tick(Instant::now().into_std()),
             };

@@ -16,6 +16,13 @@
 //! API's pacing per port (one text per 2 s, one position or telemetry per 10 s). A packet sent
 //! with `want_ack` is delivered only when the mesh's ACK (a `ROUTING_APP` packet whose
 //! `request_id` is its id) arrives.
+//!
+//! Relayed packets take another door. The phone API rewrites `from` to the radio's own node, so
+//! a packet relayed from another mesh enters the way MQTT downlink does: a
+//! `mqttClientProxyMessage` carrying a `ServiceEnvelope` with the packet as its sender
+//! encrypted it. The radio treats it as received (deduplicated on its (from, id), rebroadcast
+//! with one hop less) and hands it to its client like any received packet: that local
+//! delivery is the confirmation that the radio has it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -23,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mesh_core::proto::{self, from_radio, routing, to_radio};
-use mesh_core::{DeliveryStatus, Packet, PacketId, wire};
+use mesh_core::{DeliveryStatus, NodeId, Packet, PacketId, wire};
 use prost::Message;
 
 use super::info::RadioInfo;
@@ -141,25 +148,73 @@ enum Phase {
     Ready,
 }
 
+/// What a submitted item asks the radio to do.
+#[derive(Debug)]
+enum Outgoing {
+    /// Send as this radio's own packet (phone API: `from` becomes the radio).
+    Packet(Packet),
+    /// Inject a packet relayed from elsewhere, keeping its sender and id.
+    Relay(Relay),
+}
+
+/// A relayed packet and where it goes.
+#[derive(Debug)]
+struct Relay {
+    /// Encrypted for the channel, `channel` set to its hash.
+    packet: Packet,
+    /// Channel name on this radio.
+    channel: String,
+    /// Our gateway id, the envelope's `gateway_id`.
+    gateway: NodeId,
+    /// Hop limit once it is on this radio's mesh.
+    hops: u8,
+}
+
+impl Outgoing {
+    fn packet(&self) -> &Packet {
+        match self {
+            Outgoing::Packet(p) => p,
+            Outgoing::Relay(r) => &r.packet,
+        }
+    }
+}
+
 /// A packet waiting for its turn to be written.
 #[derive(Debug)]
 struct Queued {
     /// Whose outcome this is.
     token: SendToken,
-    /// The packet, with its id already set.
-    packet: Packet,
+    /// What to send.
+    item: Outgoing,
 }
 
-/// The one packet written and not yet confirmed queued by the radio.
+/// What the radio must say before a written item counts as taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Awaiting {
+    /// A `QueueStatus` for this id; then, with `want_ack`, the mesh's ACK.
+    QueueStatus {
+        /// Matched against `QueueStatus.mesh_packet_id`.
+        id: PacketId,
+        /// Whether delivery waits for the mesh's ACK after the radio queued it.
+        want_ack: bool,
+    },
+    /// The radio handing the relayed packet back to us as received.
+    Echo {
+        /// Original sender.
+        from: NodeId,
+        /// Packet id.
+        id: PacketId,
+    },
+}
+
+/// The one item written and not yet confirmed by the radio.
 #[derive(Debug)]
 struct InFlight {
     /// Whose outcome this is.
     token: SendToken,
-    /// Matched against `QueueStatus.mesh_packet_id`.
-    id: PacketId,
-    /// Whether delivery waits for the mesh's ACK after the radio queued it.
-    want_ack: bool,
-    /// When it was written, for the queue-status timeout.
+    /// What confirms it.
+    awaiting: Awaiting,
+    /// When it was written, for the confirmation timeout.
     sent_at: Instant,
 }
 
@@ -205,6 +260,9 @@ pub struct Session {
     last_sent: [Option<Instant>; 3],
     /// When the last heartbeat was written.
     last_heartbeat: Option<Instant>,
+    /// What the radio told about itself on this connection (relays need its MQTT root and
+    /// channel settings).
+    info: Option<Arc<RadioInfo>>,
     /// Set when a heartbeat goes out, cleared by any frame: detects half-open links.
     silent_since: Option<Instant>,
 }
@@ -222,6 +280,7 @@ impl Session {
             last_sent: [None; 3],
             last_heartbeat: None,
             silent_since: None,
+            info: None,
         }
     }
 
@@ -249,6 +308,7 @@ impl Session {
     /// may or may not have it, and a resend with the same id is deduplicated by the mesh.
     pub fn disconnected(&mut self, reason: &str) -> Vec<Output> {
         self.phase = Phase::Idle;
+        self.info = None;
         self.free = None;
         self.silent_since = None;
         let mut out = Vec::new();
@@ -256,9 +316,35 @@ impl Session {
         out
     }
 
-    /// A packet to send. Its id must be set (the link assigns one when it is zero).
+    /// A packet to send as the radio's own. Its id must be set (the link assigns one when it
+    /// is zero).
     pub fn submit(&mut self, token: SendToken, packet: Packet, now: Instant) -> Vec<Output> {
+        self.enqueue(token, Outgoing::Packet(packet), now)
+    }
+
+    /// A packet relayed from another mesh, already encrypted for `channel` (its `channel`
+    /// field the channel's hash), to arrive with hop limit `hops`. It keeps its sender and id.
+    pub fn relay(
+        &mut self,
+        token: SendToken,
+        packet: Packet,
+        channel: &str,
+        gateway: NodeId,
+        hops: u8,
+        now: Instant,
+    ) -> Vec<Output> {
+        let relay = Relay {
+            packet,
+            channel: channel.to_owned(),
+            gateway,
+            hops: hops.min(mesh_core::packet::HOP_MAX - 1),
+        };
+        self.enqueue(token, Outgoing::Relay(relay), now)
+    }
+
+    fn enqueue(&mut self, token: SendToken, item: Outgoing, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
+        let packet = item.packet();
         let data_len = packet.data().map_or(0, |d| d.payload.len());
         if data_len > mesh_core::packet::MAX_DATA_PAYLOAD
             || packet.encode().len() + 8 > mesh_core::frame::MAX_PAYLOAD
@@ -276,7 +362,7 @@ impl Session {
                 status: DeliveryStatus::retry("radio link queue is full"),
             });
         } else {
-            self.pending.push_back(Queued { token, packet });
+            self.pending.push_back(Queued { token, item });
             self.pump(now, &mut out);
         }
         out
@@ -373,10 +459,14 @@ impl Session {
             && now.saturating_duration_since(f.sent_at) >= self.config.queue_status_timeout
         {
             let f = self.in_flight.take().expect("checked above");
+            let what = match f.awaiting {
+                Awaiting::QueueStatus { .. } => "confirm queueing",
+                Awaiting::Echo { .. } => "take the relayed packet",
+            };
             out.push(Output::Outcome {
                 token: f.token,
                 status: DeliveryStatus::retry(format!(
-                    "radio did not confirm queueing within {}s",
+                    "radio did not {what} within {}s",
                     self.config.queue_status_timeout.as_secs()
                 )),
             });
@@ -428,7 +518,7 @@ impl Session {
         );
         if self.in_flight.is_none() && self.free != Some(0) {
             deadlines.extend(self.pending.iter().filter_map(|q| {
-                let (class, spacing) = min_spacing(&q.packet)?;
+                let (class, spacing) = min_spacing(q.item.packet())?;
                 self.last_sent[usize::from(class)].map(|t| t + spacing)
             }));
         }
@@ -475,6 +565,7 @@ impl Session {
         }
         let info = Arc::new(std::mem::take(info));
         self.phase = Phase::Ready;
+        self.info = Some(info.clone());
         out.push(Output::Ready(info));
         // As the Python client does: a heartbeat right away, whose QueueStatus tells how many
         // TX slots are free before the first packet goes out.
@@ -491,16 +582,22 @@ impl Session {
 
     fn on_queue_status(&mut self, qs: proto::QueueStatus, now: Instant, out: &mut Vec<Output>) {
         self.free = Some(qs.free);
-        let Some(f) = &self.in_flight else { return };
-        if qs.mesh_packet_id != f.id.get() {
+        let Some(InFlight {
+            awaiting: Awaiting::QueueStatus { id, want_ack },
+            ..
+        }) = self.in_flight
+        else {
+            return;
+        };
+        if qs.mesh_packet_id != id.get() {
             return;
         }
         let f = self.in_flight.take().expect("checked above");
         let status = if qs.res != 0 {
             DeliveryStatus::retry(format!("radio refused to queue it (code {})", qs.res))
-        } else if f.want_ack {
+        } else if want_ack {
             self.awaiting_ack.insert(
-                f.id,
+                id,
                 AwaitingAck {
                     token: f.token,
                     since: now,
@@ -517,6 +614,21 @@ impl Session {
     }
 
     fn on_packet(&mut self, packet: Packet, _now: Instant, out: &mut Vec<Output>) {
+        if let Some(InFlight {
+            awaiting: Awaiting::Echo { from, id },
+            token,
+            ..
+        }) = self.in_flight
+            && packet.from() == from
+            && packet.id() == id
+        {
+            self.in_flight = None;
+            out.push(Output::Outcome {
+                token,
+                status: DeliveryStatus::Delivered,
+            });
+            return;
+        }
         if let Some(data) = packet.data()
             && data.portnum == proto::PortNum::RoutingApp as i32
             && data.request_id != 0
@@ -529,7 +641,9 @@ impl Session {
                 });
                 return;
             }
-            if self.in_flight.as_ref().is_some_and(|f| f.id == request) {
+            if self.in_flight.as_ref().is_some_and(|f| {
+                matches!(f.awaiting, Awaiting::QueueStatus { id, .. } if id == request)
+            }) {
                 // A refusal that came before (or instead of) the QueueStatus, such as the
                 // phone API's rate limit.
                 let f = self.in_flight.take().expect("checked above");
@@ -551,23 +665,51 @@ impl Session {
         if !self.is_ready() || self.in_flight.is_some() || self.free == Some(0) {
             return;
         }
-        let eligible = self.pending.iter().position(|q| match min_spacing(&q.packet) {
-            None => true,
-            Some((class, spacing)) => self.last_sent[usize::from(class)]
-                .is_none_or(|t| now.saturating_duration_since(t) >= spacing),
+        let eligible = self.pending.iter().position(|q| match &q.item {
+            Outgoing::Relay(_) => true,
+            Outgoing::Packet(p) => match min_spacing(p) {
+                None => true,
+                Some((class, spacing)) => self.last_sent[usize::from(class)]
+                    .is_none_or(|t| now.saturating_duration_since(t) >= spacing),
+            },
         });
         let Some(index) = eligible else { return };
         let q = self.pending.remove(index).expect("index from position");
-        if let Some((class, _)) = min_spacing(&q.packet) {
-            self.last_sent[usize::from(class)] = Some(now);
-        }
-        let mut body = Vec::with_capacity(q.packet.encode().len() + 4);
-        wire::put_bytes_field(TO_RADIO_PACKET, &q.packet.encode(), &mut body);
-        out.push(Output::Write(body.into()));
+        let (body, awaiting) = match q.item {
+            Outgoing::Packet(packet) => {
+                if let Some((class, _)) = min_spacing(&packet) {
+                    self.last_sent[usize::from(class)] = Some(now);
+                }
+                let mut body = Vec::new();
+                wire::put_bytes_field(TO_RADIO_PACKET, &packet.encode(), &mut body);
+                let awaiting = Awaiting::QueueStatus {
+                    id: packet.id(),
+                    want_ack: packet.want_ack(),
+                };
+                (Bytes::from(body), awaiting)
+            }
+            Outgoing::Relay(relay) => {
+                let info = self.info.clone().unwrap_or_default();
+                if let Err(why) = info.accepts_relay_on(&relay.channel) {
+                    out.push(Output::Outcome {
+                        token: q.token,
+                        status: DeliveryStatus::retry(format!(
+                            "radio cannot take relayed traffic: {why}"
+                        )),
+                    });
+                    return self.pump(now, out);
+                }
+                let awaiting = Awaiting::Echo {
+                    from: relay.packet.from(),
+                    id: relay.packet.id(),
+                };
+                (relay_message(&relay, &info.mqtt_root()), awaiting)
+            }
+        };
+        out.push(Output::Write(body));
         self.in_flight = Some(InFlight {
             token: q.token,
-            id: q.packet.id(),
-            want_ack: q.packet.want_ack(),
+            awaiting,
             sent_at: now,
         });
     }
@@ -611,6 +753,29 @@ fn ack_status(payload: &[u8]) -> DeliveryStatus {
     }
 }
 
+/// The `ToRadio` that injects a relayed packet: a client-proxy MQTT message on the channel's
+/// downlink topic, carrying a `ServiceEnvelope` whose packet bytes are the sender's own
+/// (encoded field by field so nothing prost does not know is lost).
+fn relay_message(relay: &Relay, root: &str) -> Bytes {
+    let mut packet = relay.packet.clone();
+    // The radio handles it as heard from MQTT and rebroadcasts it with one hop less.
+    packet.meta_mut().hop_limit = u32::from(relay.hops) + 1;
+    let gateway = relay.gateway.to_string();
+    let mut envelope = Vec::new();
+    wire::put_bytes_field(1, &packet.encode(), &mut envelope);
+    wire::put_bytes_field(2, relay.channel.as_bytes(), &mut envelope);
+    wire::put_bytes_field(3, gateway.as_bytes(), &mut envelope);
+    encode_to_radio(to_radio::PayloadVariant::MqttClientProxyMessage(
+        proto::MqttClientProxyMessage {
+            topic: format!("{root}/2/e/{}/{gateway}", relay.channel),
+            retained: false,
+            payload_variant: Some(proto::mqtt_client_proxy_message::PayloadVariant::Data(
+                envelope,
+            )),
+        },
+    ))
+}
+
 fn encode_to_radio(variant: to_radio::PayloadVariant) -> Bytes {
     proto::ToRadio {
         payload_variant: Some(variant),
@@ -622,7 +787,6 @@ fn encode_to_radio(variant: to_radio::PayloadVariant) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_core::NodeId;
 
     const ME: u32 = 0x0a0b0c0d;
 
@@ -924,6 +1088,98 @@ mod tests {
             assert!(matches!(&out[..], [Output::Undecodable(_)]), "{junk:?}: {out:?}");
         }
         assert!(s.is_ready());
+    }
+
+    fn with_proxy(items: &mut [from_radio::PayloadVariant]) {
+        for item in items.iter_mut() {
+            if let from_radio::PayloadVariant::Channel(c) = item {
+                c.settings.as_mut().unwrap().downlink_enabled = true;
+            }
+        }
+    }
+
+    fn ready_for_relay(t0: Instant, proxy: bool) -> Session {
+        let mut s = Session::new(SessionConfig::default());
+        s.connected(42, t0);
+        let mut items = handshake_items();
+        if proxy {
+            with_proxy(&mut items);
+            items.push(from_radio::PayloadVariant::ModuleConfig(proto::ModuleConfig {
+                payload_variant: Some(proto::module_config::PayloadVariant::Mqtt(
+                    proto::module_config::MqttConfig {
+                        enabled: true,
+                        proxy_to_client_enabled: true,
+                        ..Default::default()
+                    },
+                )),
+            }));
+        }
+        for item in items {
+            s.frame(from_radio(item), 43, t0);
+        }
+        s.frame(from_radio(from_radio::PayloadVariant::ConfigCompleteId(42)), 43, t0);
+        s.tick(t0);
+        s.frame(queue_status(0, 16, 0), 43, t0);
+        s
+    }
+
+    fn relayed(from: u32, id: u32) -> Packet {
+        let mut p = text(id, false);
+        p.meta_mut().from = from;
+        p.encrypt("LongFast", &mesh_core::ChannelKey::from_psk(&[1]))
+    }
+
+    fn received(packet: &Packet) -> Bytes {
+        let mut body = Vec::new();
+        let key = mesh_core::ChannelKey::from_psk(&[1]);
+        wire::put_bytes_field(FROM_RADIO_PACKET, &packet.decrypt(&key).unwrap().encode(), &mut body);
+        body.into()
+    }
+
+    #[test]
+    fn a_relayed_packet_enters_as_mqtt_downlink_and_keeps_its_sender_and_id() {
+        let t0 = Instant::now();
+        let mut s = ready_for_relay(t0, true);
+        let p = relayed(0x1111, 500);
+        let gw = NodeId::new(0xa7c4_0001);
+        let out = s.relay(9, p.clone(), "LongFast", gw, 0, t0);
+        let Some(to_radio::PayloadVariant::MqttClientProxyMessage(m)) = writes(&out)[0].payload_variant.clone() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(m.topic, "msh/2/e/LongFast/!a7c40001");
+        let Some(proto::mqtt_client_proxy_message::PayloadVariant::Data(env)) = m.payload_variant else {
+            panic!()
+        };
+        let env = proto::ServiceEnvelope::decode(&env[..]).unwrap();
+        assert_eq!(env.channel_id, "LongFast");
+        assert_eq!(env.gateway_id, "!a7c40001");
+        let inner = env.packet.unwrap();
+        assert_eq!((inner.from, inner.id, inner.hop_limit), (0x1111, 500, 1));
+        // The radio hands it back as received: that is the confirmation, and it is consumed.
+        let out = s.frame(received(&p), 43, t0);
+        assert_eq!(outcomes(&out), vec![(9, DeliveryStatus::Delivered)]);
+        assert!(!out.iter().any(|o| matches!(o, Output::Packet(_))));
+    }
+
+    #[test]
+    fn a_radio_without_the_client_proxy_refuses_relays_with_the_fix() {
+        let t0 = Instant::now();
+        let mut s = ready_for_relay(t0, false);
+        let out = s.relay(9, relayed(0x1111, 500), "LongFast", NodeId::new(1), 0, t0);
+        let (_, status) = &outcomes(&out)[0];
+        assert!(
+            matches!(status, DeliveryStatus::Retry { reason } if reason.contains("mqtt.proxy_to_client_enabled")),
+            "{status:?}"
+        );
+    }
+
+    #[test]
+    fn an_unconfirmed_relay_times_out_into_a_retry() {
+        let t0 = Instant::now();
+        let mut s = ready_for_relay(t0, true);
+        s.relay(9, relayed(0x1111, 500), "LongFast", NodeId::new(1), 0, t0);
+        let out = s.tick(t0 + Duration::from_secs(10));
+        assert!(matches!(&outcomes(&out)[0].1, DeliveryStatus::Retry { reason } if reason.contains("relayed")));
     }
 
     #[test]
