@@ -106,10 +106,12 @@ impl RadioInfo {
 
     /// The radio's MQTT settings, if it reported them.
     pub fn mqtt(&self) -> Option<&proto::module_config::MqttConfig> {
-        self.module_config.iter().find_map(|m| match &m.payload_variant {
-            Some(proto::module_config::PayloadVariant::Mqtt(c)) => Some(c),
-            _ => None,
-        })
+        self.module_config
+            .iter()
+            .find_map(|m| match &m.payload_variant {
+                Some(proto::module_config::PayloadVariant::Mqtt(c)) => Some(c),
+                _ => None,
+            })
     }
 
     /// The MQTT topic root the radio listens under (`msh` unless configured).
@@ -131,7 +133,10 @@ impl RadioInfo {
         if !proxy {
             return Err("its MQTT client proxy is off (meshtastic --set mqtt.enabled true --set mqtt.proxy_to_client_enabled true)".into());
         }
-        let Some(ch) = self.active_channels().find(|c| self.channel_name(c) == channel) else {
+        let Some(ch) = self
+            .active_channels()
+            .find(|c| self.channel_name(c) == channel)
+        else {
             return Err(format!("it has no channel named `{channel}`"));
         };
         if !ch.settings.as_ref().is_some_and(|s| s.downlink_enabled) {
@@ -150,7 +155,11 @@ impl RadioInfo {
         match item {
             V::MyInfo(m) => self.my_info = Some(m.clone()),
             V::NodeInfo(n) => {
-                if self.my_info.as_ref().is_some_and(|m| m.my_node_num == n.num) {
+                if self
+                    .my_info
+                    .as_ref()
+                    .is_some_and(|m| m.my_node_num == n.num)
+                {
                     self.own = Some(n.clone());
                 } else if let Some(old) = self.nodes.iter_mut().find(|o| o.num == n.num) {
                     *old = n.clone();

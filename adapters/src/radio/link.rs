@@ -100,6 +100,9 @@ impl RadioConfig {
 }
 
 /// What a radio link reports to its owner.
+// Events are moved once, from the link to its owner; boxing packets would cost an allocation
+// per packet for no gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum RadioEvent {
     /// Handshake complete: the radio's identity, channels and node DB.
@@ -217,9 +220,9 @@ impl RadioHandle {
         {
             return DeliveryStatus::retry(LinkStopped(self.name.to_string()).to_string());
         }
-        outcome
-            .await
-            .unwrap_or_else(|_| DeliveryStatus::retry(LinkStopped(self.name.to_string()).to_string()))
+        outcome.await.unwrap_or_else(|_| {
+            DeliveryStatus::retry(LinkStopped(self.name.to_string()).to_string())
+        })
     }
 
     /// Injects a packet relayed from another mesh, keeping its sender and id: `packet` is
@@ -286,7 +289,11 @@ pub fn spawn(config: RadioConfig) -> (RadioHandle, mpsc::Receiver<RadioEvent>) {
     let counters = Arc::new(LinkCounters::default());
     let span = info_span!("radio", name = %config.name, at = %config.endpoint);
     let link = Link {
-        backoff: Backoff::new(config.backoff_initial, config.backoff_max, config.stable_after),
+        backoff: Backoff::new(
+            config.backoff_initial,
+            config.backoff_max,
+            config.stable_after,
+        ),
         session: Session::new(config.session.clone()),
         config: config.clone(),
         commands: command_rx,
@@ -462,7 +469,10 @@ impl Link {
                 reply,
             } => {
                 let token = self.token(reply);
-                Some(self.session.relay(token, packet, &channel, gateway, hops, now))
+                Some(
+                    self.session
+                        .relay(token, packet, &channel, gateway, hops, now),
+                )
             }
             Command::Shutdown => None,
         }
@@ -572,7 +582,10 @@ impl Link {
             }
             StreamItem::Oversize { declared } => {
                 LinkCounters::add(&self.counters.oversize_frames, 1);
-                warn!(declared, "skipped a frame header announcing more than 512 bytes");
+                warn!(
+                    declared,
+                    "skipped a frame header announcing more than 512 bytes"
+                );
                 Vec::new()
             }
             StreamItem::Truncated { len } => {
@@ -599,7 +612,9 @@ impl Link {
                     port.write_all(&bytes)
                         .await
                         .map_err(|e| format!("write failed: {e}"))?;
-                    port.flush().await.map_err(|e| format!("write failed: {e}"))?;
+                    port.flush()
+                        .await
+                        .map_err(|e| format!("write failed: {e}"))?;
                 }
                 Output::Write(bytes) => {
                     framed

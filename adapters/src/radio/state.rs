@@ -21,8 +21,11 @@
 //! a packet relayed from another mesh enters the way MQTT downlink does: a
 //! `mqttClientProxyMessage` carrying a `ServiceEnvelope` with the packet as its sender
 //! encrypted it. The radio treats it as received (deduplicated on its (from, id), rebroadcast
-//! with one hop less) and hands it to its client like any received packet: that local
-//! delivery is the confirmation that the radio has it.
+//! with one hop less) and hands it to its client when it is a broadcast (or for the radio
+//! itself): that local delivery is the confirmation that the radio has it. A relayed direct
+//! message for another node is not handed back (the firmware gives its client only broadcasts
+//! and its own messages), so it is followed by a heartbeat: the radio handles `ToRadio`
+//! messages in order, and its answer to that heartbeat confirms it processed the relay.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -101,6 +104,9 @@ pub enum SessionError {
 }
 
 /// What the link loop must do after an input.
+// Outputs are produced and consumed at once; boxing the packet variant would only add an
+// allocation per received packet.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Output {
     /// Write these bytes as they are (the wake-up preamble).
@@ -142,7 +148,7 @@ enum Phase {
         /// When the handshake started, for its timeout.
         started: Instant,
         /// What has arrived so far.
-        info: RadioInfo,
+        info: Box<RadioInfo>,
     },
     /// Live: packets flow both ways.
     Ready,
@@ -205,6 +211,11 @@ enum Awaiting {
         /// Packet id.
         id: PacketId,
     },
+    /// The answer to the heartbeat written right after a relayed direct message.
+    Processed {
+        /// The number of heartbeat answers that includes ours.
+        reply: u64,
+    },
 }
 
 /// The one item written and not yet confirmed by the radio.
@@ -265,6 +276,9 @@ pub struct Session {
     info: Option<Arc<RadioInfo>>,
     /// Set when a heartbeat goes out, cleared by any frame: detects half-open links.
     silent_since: Option<Instant>,
+    /// Heartbeats written on this connection, and answers (`QueueStatus` without a packet
+    /// id) received: a relayed direct message is confirmed by the answer to its heartbeat.
+    heartbeats: (u64, u64),
 }
 
 impl Session {
@@ -280,6 +294,7 @@ impl Session {
             last_sent: [None; 3],
             last_heartbeat: None,
             silent_since: None,
+            heartbeats: (0, 0),
             info: None,
         }
     }
@@ -297,9 +312,12 @@ impl Session {
     /// A connection was opened: wake the radio and start the handshake with `nonce`.
     pub fn connected(&mut self, nonce: u32, now: Instant) -> Vec<Output> {
         self.free = None;
+        self.heartbeats = (0, 0);
         self.silent_since = None;
         self.last_heartbeat = Some(now);
-        let mut out = vec![Output::WriteRaw(Bytes::from_static(&mesh_core::frame::WAKE_UP))];
+        let mut out = vec![Output::WriteRaw(Bytes::from_static(
+            &mesh_core::frame::WAKE_UP,
+        ))];
         self.start_handshake(nonce, now, &mut out);
         out
     }
@@ -312,7 +330,10 @@ impl Session {
         self.free = None;
         self.silent_since = None;
         let mut out = Vec::new();
-        self.fail_unconfirmed(&format!("link lost before confirmation ({reason})"), &mut out);
+        self.fail_unconfirmed(
+            &format!("link lost before confirmation ({reason})"),
+            &mut out,
+        );
         out
     }
 
@@ -461,7 +482,7 @@ impl Session {
             let f = self.in_flight.take().expect("checked above");
             let what = match f.awaiting {
                 Awaiting::QueueStatus { .. } => "confirm queueing",
-                Awaiting::Echo { .. } => "take the relayed packet",
+                Awaiting::Echo { .. } | Awaiting::Processed { .. } => "take the relayed packet",
             };
             out.push(Output::Outcome {
                 token: f.token,
@@ -539,7 +560,7 @@ impl Session {
         self.phase = Phase::Handshaking {
             nonce,
             started: now,
-            info: RadioInfo::default(),
+            info: Box::default(),
         };
         out.push(Output::Write(encode_to_radio(
             to_radio::PayloadVariant::WantConfigId(nonce),
@@ -563,7 +584,7 @@ impl Session {
             out.push(Output::Close(SessionError::HandshakeIncomplete { missing }));
             return;
         }
-        let info = Arc::new(std::mem::take(info));
+        let info = Arc::new(std::mem::take(info.as_mut()));
         self.phase = Phase::Ready;
         self.info = Some(info.clone());
         out.push(Output::Ready(info));
@@ -578,10 +599,28 @@ impl Session {
         )));
         self.last_heartbeat = Some(now);
         self.silent_since.get_or_insert(now);
+        self.heartbeats.0 += 1;
     }
 
     fn on_queue_status(&mut self, qs: proto::QueueStatus, now: Instant, out: &mut Vec<Output>) {
         self.free = Some(qs.free);
+        if qs.mesh_packet_id == 0 {
+            self.heartbeats.1 += 1;
+            if let Some(InFlight {
+                awaiting: Awaiting::Processed { reply },
+                token,
+                ..
+            }) = self.in_flight
+                && self.heartbeats.1 >= reply
+            {
+                self.in_flight = None;
+                out.push(Output::Outcome {
+                    token,
+                    status: DeliveryStatus::Delivered,
+                });
+            }
+            return;
+        }
         let Some(InFlight {
             awaiting: Awaiting::QueueStatus { id, want_ack },
             ..
@@ -641,9 +680,9 @@ impl Session {
                 });
                 return;
             }
-            if self.in_flight.as_ref().is_some_and(|f| {
-                matches!(f.awaiting, Awaiting::QueueStatus { id, .. } if id == request)
-            }) {
+            if self.in_flight.as_ref().is_some_and(
+                |f| matches!(f.awaiting, Awaiting::QueueStatus { id, .. } if id == request),
+            ) {
                 // A refusal that came before (or instead of) the QueueStatus, such as the
                 // phone API's rate limit.
                 let f = self.in_flight.take().expect("checked above");
@@ -699,11 +738,26 @@ impl Session {
                     });
                     return self.pump(now, out);
                 }
-                let awaiting = Awaiting::Echo {
-                    from: relay.packet.from(),
-                    id: relay.packet.id(),
+                let to = relay.packet.to();
+                let handed_back = to.is_broadcast() || Some(to) == info.node_id();
+                out.push(Output::Write(relay_message(&relay, &info.mqtt_root())));
+                let awaiting = if handed_back {
+                    Awaiting::Echo {
+                        from: relay.packet.from(),
+                        id: relay.packet.id(),
+                    }
+                } else {
+                    self.heartbeat(now, out);
+                    Awaiting::Processed {
+                        reply: self.heartbeats.0,
+                    }
                 };
-                (relay_message(&relay, &info.mqtt_root()), awaiting)
+                self.in_flight = Some(InFlight {
+                    token: q.token,
+                    awaiting,
+                    sent_at: now,
+                });
+                return;
             }
         };
         out.push(Output::Write(body));
@@ -867,7 +921,11 @@ mod tests {
         for item in handshake_items() {
             assert!(s.frame(from_radio(item), 43, t0).is_empty());
         }
-        let out = s.frame(from_radio(from_radio::PayloadVariant::ConfigCompleteId(42)), 43, t0);
+        let out = s.frame(
+            from_radio(from_radio::PayloadVariant::ConfigCompleteId(42)),
+            43,
+            t0,
+        );
         assert!(matches!(out[0], Output::Ready(_)));
         s.tick(t0);
         s.frame(queue_status(0, 16, 0), 43, t0);
@@ -875,12 +933,14 @@ mod tests {
     }
 
     fn queue_status(res: i32, free: u32, id: u32) -> Bytes {
-        from_radio(from_radio::PayloadVariant::QueueStatus(proto::QueueStatus {
-            res,
-            free,
-            maxlen: 16,
-            mesh_packet_id: id,
-        }))
+        from_radio(from_radio::PayloadVariant::QueueStatus(
+            proto::QueueStatus {
+                res,
+                free,
+                maxlen: 16,
+                mesh_packet_id: id,
+            },
+        ))
     }
 
     fn text(id: u32, want_ack: bool) -> Packet {
@@ -927,7 +987,9 @@ mod tests {
     fn connecting_wakes_the_radio_then_asks_for_its_config() {
         let mut s = Session::new(SessionConfig::default());
         let out = s.connected(42, Instant::now());
-        assert!(matches!(&out[0], Output::WriteRaw(b) if b.len() == 32 && b.iter().all(|&x| x == 0xc3)));
+        assert!(
+            matches!(&out[0], Output::WriteRaw(b) if b.len() == 32 && b.iter().all(|&x| x == 0xc3))
+        );
         assert_eq!(
             writes(&out)[0].payload_variant,
             Some(to_radio::PayloadVariant::WantConfigId(42))
@@ -942,17 +1004,30 @@ mod tests {
         for item in handshake_items() {
             s.frame(from_radio(item), 43, t0);
         }
-        let mismatched = s.frame(from_radio(from_radio::PayloadVariant::ConfigCompleteId(41)), 43, t0);
+        let mismatched = s.frame(
+            from_radio(from_radio::PayloadVariant::ConfigCompleteId(41)),
+            43,
+            t0,
+        );
         assert!(mismatched.is_empty() && !s.is_ready());
-        let out = s.frame(from_radio(from_radio::PayloadVariant::ConfigCompleteId(42)), 43, t0);
-        let Output::Ready(info) = &out[0] else { panic!("{out:?}") };
+        let out = s.frame(
+            from_radio(from_radio::PayloadVariant::ConfigCompleteId(42)),
+            43,
+            t0,
+        );
+        let Output::Ready(info) = &out[0] else {
+            panic!("{out:?}")
+        };
         assert_eq!(info.node_id(), Some(NodeId::new(ME)));
         assert_eq!(info.user().unwrap().long_name, "Hub");
         assert_eq!(info.nodes.len(), 1);
         assert_eq!(info.channel_name(&info.channels[0]), "LongFast");
         // The first tick after completion sends a heartbeat.
         let hb = writes(&s.tick(t0));
-        assert!(matches!(hb[0].payload_variant, Some(to_radio::PayloadVariant::Heartbeat(_))));
+        assert!(matches!(
+            hb[0].payload_variant,
+            Some(to_radio::PayloadVariant::Heartbeat(_))
+        ));
     }
 
     #[test]
@@ -963,7 +1038,9 @@ mod tests {
         s.frame(from_radio(handshake_items().remove(0)), 43, t0);
         assert!(s.tick(t0 + Duration::from_secs(29)).is_empty());
         let out = s.tick(t0 + Duration::from_secs(30));
-        let Output::Close(err) = &out[0] else { panic!("{out:?}") };
+        let Output::Close(err) = &out[0] else {
+            panic!("{out:?}")
+        };
         let text = err.to_string();
         assert!(text.contains("node_info for the radio itself"), "{text}");
         assert!(text.contains("config_complete_id"), "{text}");
@@ -975,8 +1052,15 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Session::new(SessionConfig::default());
         s.connected(42, t0);
-        let out = s.frame(from_radio(from_radio::PayloadVariant::ConfigCompleteId(42)), 43, t0);
-        assert!(matches!(&out[0], Output::Close(SessionError::HandshakeIncomplete { .. })));
+        let out = s.frame(
+            from_radio(from_radio::PayloadVariant::ConfigCompleteId(42)),
+            43,
+            t0,
+        );
+        assert!(matches!(
+            &out[0],
+            Output::Close(SessionError::HandshakeIncomplete { .. })
+        ));
     }
 
     #[test]
@@ -984,7 +1068,10 @@ mod tests {
         let t0 = Instant::now();
         let mut s = ready(t0);
         let out = s.submit(7, text(100, false), t0);
-        assert!(matches!(writes(&out)[0].payload_variant, Some(to_radio::PayloadVariant::Packet(_))));
+        assert!(matches!(
+            writes(&out)[0].payload_variant,
+            Some(to_radio::PayloadVariant::Packet(_))
+        ));
         let out = s.frame(queue_status(0, 15, 100), 43, t0);
         assert_eq!(outcomes(&out), vec![(7, DeliveryStatus::Delivered)]);
     }
@@ -997,7 +1084,10 @@ mod tests {
         assert!(outcomes(&s.frame(queue_status(0, 15, 100), 43, t0)).is_empty());
         let out = s.frame(routing_reply(100, routing::Error::None), 43, t0);
         assert_eq!(outcomes(&out), vec![(7, DeliveryStatus::Delivered)]);
-        assert!(!out.iter().any(|o| matches!(o, Output::Packet(_))), "ACK consumed");
+        assert!(
+            !out.iter().any(|o| matches!(o, Output::Packet(_))),
+            "ACK consumed"
+        );
     }
 
     #[test]
@@ -1008,11 +1098,16 @@ mod tests {
         s.frame(queue_status(0, 15, 100), 43, t0);
         let out = s.frame(routing_reply(100, routing::Error::MaxRetransmit), 43, t0);
         let (_, status) = &outcomes(&out)[0];
-        assert!(matches!(status, DeliveryStatus::Retry { reason } if reason.contains("MAX_RETRANSMIT")));
+        assert!(
+            matches!(status, DeliveryStatus::Retry { reason } if reason.contains("MAX_RETRANSMIT"))
+        );
         s.submit(8, text(101, true), t0 + Duration::from_secs(3));
         s.frame(queue_status(0, 15, 101), 43, t0);
         let out = s.frame(routing_reply(101, routing::Error::TooLarge), 43, t0);
-        assert!(matches!(outcomes(&out)[0].1, DeliveryStatus::Rejected { .. }));
+        assert!(matches!(
+            outcomes(&out)[0].1,
+            DeliveryStatus::Rejected { .. }
+        ));
     }
 
     #[test]
@@ -1020,8 +1115,14 @@ mod tests {
         let t0 = Instant::now();
         let mut s = ready(t0);
         assert_eq!(writes(&s.submit(1, text(1, false), t0)).len(), 1);
-        assert!(writes(&s.submit(2, text(2, false), t0)).is_empty(), "one in flight");
-        assert!(writes(&s.frame(queue_status(0, 15, 1), 43, t0)).is_empty(), "paced");
+        assert!(
+            writes(&s.submit(2, text(2, false), t0)).is_empty(),
+            "one in flight"
+        );
+        assert!(
+            writes(&s.frame(queue_status(0, 15, 1), 43, t0)).is_empty(),
+            "paced"
+        );
         assert!(s.next_deadline().unwrap() <= t0 + Duration::from_secs(2));
         assert!(writes(&s.tick(t0 + Duration::from_millis(1999))).is_empty());
         assert_eq!(writes(&s.tick(t0 + Duration::from_secs(2))).len(), 1);
@@ -1060,7 +1161,11 @@ mod tests {
     fn a_reboot_restarts_the_handshake() {
         let t0 = Instant::now();
         let mut s = ready(t0);
-        let out = s.frame(from_radio(from_radio::PayloadVariant::Rebooted(true)), 77, t0);
+        let out = s.frame(
+            from_radio(from_radio::PayloadVariant::Rebooted(true)),
+            77,
+            t0,
+        );
         assert!(matches!(out[0], Output::Rebooted));
         assert_eq!(
             writes(&out)[0].payload_variant,
@@ -1076,7 +1181,10 @@ mod tests {
         let t1 = t0 + Duration::from_secs(300);
         assert_eq!(writes(&s.tick(t1)).len(), 1);
         let out = s.tick(t1 + Duration::from_secs(30));
-        assert!(matches!(&out[0], Output::Close(SessionError::Silent { .. })));
+        assert!(matches!(
+            &out[0],
+            Output::Close(SessionError::Silent { .. })
+        ));
     }
 
     #[test]
@@ -1085,7 +1193,10 @@ mod tests {
         let mut s = ready(t0);
         for junk in [&b"\xff\xff\xff"[..], b"\x12\x05\x01", b"\x12\x02\x22\x00"] {
             let out = s.frame(Bytes::copy_from_slice(junk), 43, t0);
-            assert!(matches!(&out[..], [Output::Undecodable(_)]), "{junk:?}: {out:?}");
+            assert!(
+                matches!(&out[..], [Output::Undecodable(_)]),
+                "{junk:?}: {out:?}"
+            );
         }
         assert!(s.is_ready());
     }
@@ -1104,20 +1215,26 @@ mod tests {
         let mut items = handshake_items();
         if proxy {
             with_proxy(&mut items);
-            items.push(from_radio::PayloadVariant::ModuleConfig(proto::ModuleConfig {
-                payload_variant: Some(proto::module_config::PayloadVariant::Mqtt(
-                    proto::module_config::MqttConfig {
-                        enabled: true,
-                        proxy_to_client_enabled: true,
-                        ..Default::default()
-                    },
-                )),
-            }));
+            items.push(from_radio::PayloadVariant::ModuleConfig(
+                proto::ModuleConfig {
+                    payload_variant: Some(proto::module_config::PayloadVariant::Mqtt(
+                        proto::module_config::MqttConfig {
+                            enabled: true,
+                            proxy_to_client_enabled: true,
+                            ..Default::default()
+                        },
+                    )),
+                },
+            ));
         }
         for item in items {
             s.frame(from_radio(item), 43, t0);
         }
-        s.frame(from_radio(from_radio::PayloadVariant::ConfigCompleteId(42)), 43, t0);
+        s.frame(
+            from_radio(from_radio::PayloadVariant::ConfigCompleteId(42)),
+            43,
+            t0,
+        );
         s.tick(t0);
         s.frame(queue_status(0, 16, 0), 43, t0);
         s
@@ -1132,7 +1249,11 @@ mod tests {
     fn received(packet: &Packet) -> Bytes {
         let mut body = Vec::new();
         let key = mesh_core::ChannelKey::from_psk(&[1]);
-        wire::put_bytes_field(FROM_RADIO_PACKET, &packet.decrypt(&key).unwrap().encode(), &mut body);
+        wire::put_bytes_field(
+            FROM_RADIO_PACKET,
+            &packet.decrypt(&key).unwrap().encode(),
+            &mut body,
+        );
         body.into()
     }
 
@@ -1143,11 +1264,14 @@ mod tests {
         let p = relayed(0x1111, 500);
         let gw = NodeId::new(0xa7c4_0001);
         let out = s.relay(9, p.clone(), "LongFast", gw, 0, t0);
-        let Some(to_radio::PayloadVariant::MqttClientProxyMessage(m)) = writes(&out)[0].payload_variant.clone() else {
+        let Some(to_radio::PayloadVariant::MqttClientProxyMessage(m)) =
+            writes(&out)[0].payload_variant.clone()
+        else {
             panic!("{out:?}")
         };
         assert_eq!(m.topic, "msh/2/e/LongFast/!a7c40001");
-        let Some(proto::mqtt_client_proxy_message::PayloadVariant::Data(env)) = m.payload_variant else {
+        let Some(proto::mqtt_client_proxy_message::PayloadVariant::Data(env)) = m.payload_variant
+        else {
             panic!()
         };
         let env = proto::ServiceEnvelope::decode(&env[..]).unwrap();
@@ -1159,6 +1283,28 @@ mod tests {
         let out = s.frame(received(&p), 43, t0);
         assert_eq!(outcomes(&out), vec![(9, DeliveryStatus::Delivered)]);
         assert!(!out.iter().any(|o| matches!(o, Output::Packet(_))));
+    }
+
+    #[test]
+    fn a_relayed_direct_message_is_confirmed_by_the_heartbeat_after_it() {
+        let t0 = Instant::now();
+        let mut s = ready_for_relay(t0, true);
+        let mut dm = text(501, false);
+        dm.meta_mut().from = 0x1111;
+        dm.meta_mut().to = 0x4444;
+        let dm = dm.encrypt("LongFast", &mesh_core::ChannelKey::from_psk(&[1]));
+        let out = s.relay(9, dm, "LongFast", NodeId::new(1), 0, t0);
+        let w = writes(&out);
+        assert!(matches!(
+            w[0].payload_variant,
+            Some(to_radio::PayloadVariant::MqttClientProxyMessage(_))
+        ));
+        assert!(matches!(
+            w[1].payload_variant,
+            Some(to_radio::PayloadVariant::Heartbeat(_))
+        ));
+        let out = s.frame(queue_status(0, 16, 0), 43, t0);
+        assert_eq!(outcomes(&out), vec![(9, DeliveryStatus::Delivered)]);
     }
 
     #[test]
@@ -1179,7 +1325,9 @@ mod tests {
         let mut s = ready_for_relay(t0, true);
         s.relay(9, relayed(0x1111, 500), "LongFast", NodeId::new(1), 0, t0);
         let out = s.tick(t0 + Duration::from_secs(10));
-        assert!(matches!(&outcomes(&out)[0].1, DeliveryStatus::Retry { reason } if reason.contains("relayed")));
+        assert!(
+            matches!(&outcomes(&out)[0].1, DeliveryStatus::Retry { reason } if reason.contains("relayed"))
+        );
     }
 
     #[test]
