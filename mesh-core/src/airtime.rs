@@ -26,7 +26,9 @@ pub struct LoraParams {
 impl LoraParams {
     /// Duration of one symbol.
     pub fn symbol_time(&self) -> Duration {
-        Duration::from_secs_f64(f64::from(1u32 << self.spreading_factor) / f64::from(self.bandwidth_hz))
+        Duration::from_secs_f64(
+            f64::from(1u32 << self.spreading_factor) / f64::from(self.bandwidth_hz),
+        )
     }
 
     /// Time on air of a LoRa frame carrying `len` bytes (header and payload together).
@@ -160,7 +162,9 @@ impl fmt::Display for ModemPreset {
 
 /// An unknown preset name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown modem preset `{0}`: use one of LongFast, LongSlow, LongModerate, LongTurbo, MediumFast, MediumSlow, ShortFast, ShortSlow, ShortTurbo, VeryLongSlow")]
+#[error(
+    "unknown modem preset `{0}`: use one of LongFast, LongSlow, LongModerate, LongTurbo, MediumFast, MediumSlow, ShortFast, ShortSlow, ShortTurbo, VeryLongSlow"
+)]
 pub struct PresetError(String);
 
 impl FromStr for ModemPreset {
@@ -242,7 +246,10 @@ mod tests {
         for s in ["LongFast", "LONG_FAST", "long-fast", "longfast"] {
             assert_eq!(s.parse::<ModemPreset>().unwrap(), ModemPreset::LongFast);
         }
-        assert_eq!("LongMod".parse::<ModemPreset>().unwrap(), ModemPreset::LongModerate);
+        assert_eq!(
+            "LongMod".parse::<ModemPreset>().unwrap(),
+            ModemPreset::LongModerate
+        );
         assert!("Fastest".parse::<ModemPreset>().is_err());
         for p in ModemPreset::ALL {
             assert_eq!(ModemPreset::from_proto(p.to_proto() as i32), Some(p));

@@ -63,9 +63,7 @@ mod tests {
     #[test]
     fn delays_double_up_to_the_cap() {
         let mut b = Backoff::new(secs(1), secs(8), secs(60));
-        let delays: Vec<u64> = (0..6)
-            .map(|_| b.next_delay(None, 1.0).as_secs())
-            .collect();
+        let delays: Vec<u64> = (0..6).map(|_| b.next_delay(None, 1.0).as_secs()).collect();
         assert_eq!(delays, [1, 2, 4, 8, 8, 8]);
     }
 

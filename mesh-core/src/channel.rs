@@ -206,7 +206,10 @@ mod tests {
     #[test]
     fn odd_length_keys_are_zero_padded() {
         let k = ChannelKey::from_psk(&[9, 9, 9]);
-        assert_eq!(k.as_bytes(), &[9, 9, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            k.as_bytes(),
+            &[9, 9, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
         let k = ChannelKey::from_psk(&[7; 20]);
         assert_eq!(k.as_bytes().len(), 32);
         assert_eq!(&k.as_bytes()[20..], &[0; 12]);

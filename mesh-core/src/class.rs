@@ -22,14 +22,21 @@ pub enum Class {
 
 impl Class {
     /// Every class, most urgent first.
-    pub const ALL: [Class; 4] = [Class::Direct, Class::Channel, Class::Position, Class::Telemetry];
+    pub const ALL: [Class; 4] = [
+        Class::Direct,
+        Class::Channel,
+        Class::Position,
+        Class::Telemetry,
+    ];
 
     /// The class of a packet. Encrypted packets (unknown port) count as channel traffic when
     /// broadcast and direct otherwise.
     pub fn of(packet: &Packet) -> Class {
         let direct = !packet.to().is_broadcast();
         match packet.portnum() {
-            Some(PortNum::TextMessageApp | PortNum::TextMessageCompressedApp | PortNum::AlertApp) => {
+            Some(
+                PortNum::TextMessageApp | PortNum::TextMessageCompressedApp | PortNum::AlertApp,
+            ) => {
                 if direct {
                     Class::Direct
                 } else {
@@ -114,10 +121,22 @@ mod tests {
 
     #[test]
     fn texts_are_direct_or_channel_by_destination() {
-        assert_eq!(Class::of(&packet(7, PortNum::TextMessageApp)), Class::Direct);
-        assert_eq!(Class::of(&packet(u32::MAX, PortNum::TextMessageApp)), Class::Channel);
-        assert_eq!(Class::of(&packet(u32::MAX, PortNum::PositionApp)), Class::Position);
-        assert_eq!(Class::of(&packet(u32::MAX, PortNum::TelemetryApp)), Class::Telemetry);
+        assert_eq!(
+            Class::of(&packet(7, PortNum::TextMessageApp)),
+            Class::Direct
+        );
+        assert_eq!(
+            Class::of(&packet(u32::MAX, PortNum::TextMessageApp)),
+            Class::Channel
+        );
+        assert_eq!(
+            Class::of(&packet(u32::MAX, PortNum::PositionApp)),
+            Class::Position
+        );
+        assert_eq!(
+            Class::of(&packet(u32::MAX, PortNum::TelemetryApp)),
+            Class::Telemetry
+        );
         assert!(Class::Direct < Class::Telemetry);
     }
 

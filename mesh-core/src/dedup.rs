@@ -106,8 +106,15 @@ mod tests {
         let t0 = Instant::now();
         let mut d = Dedup::new(Duration::from_secs(60), 100);
         assert_eq!(d.observe(A, PacketId::new(1), t0), Seen::New);
-        assert_eq!(d.observe(A, PacketId::new(1), t0 + Duration::from_secs(59)), Seen::Duplicate);
-        assert_eq!(d.observe(B, PacketId::new(1), t0), Seen::New, "same id, other sender");
+        assert_eq!(
+            d.observe(A, PacketId::new(1), t0 + Duration::from_secs(59)),
+            Seen::Duplicate
+        );
+        assert_eq!(
+            d.observe(B, PacketId::new(1), t0),
+            Seen::New,
+            "same id, other sender"
+        );
     }
 
     #[test]

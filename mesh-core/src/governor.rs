@@ -129,7 +129,12 @@ impl Governor {
 
     /// May a packet of `class` costing `airtime` go at `now`? If not, when to ask again, and
     /// why it waits.
-    pub fn check(&mut self, class: Class, airtime: Duration, now: Instant) -> (Verdict, Option<Hold>) {
+    pub fn check(
+        &mut self,
+        class: Class,
+        airtime: Duration,
+        now: Instant,
+    ) -> (Verdict, Option<Hold>) {
         self.expire(now);
         if let Some(util) = self.utilization(now) {
             let limit = if class.is_low() {
@@ -244,7 +249,11 @@ mod tests {
                 .sum();
             assert!(in_window <= Duration::from_secs(10), "{in_window:?}");
         }
-        assert!(sent.len() > 14 * 5, "the budget is used, not just respected: {}", sent.len());
+        assert!(
+            sent.len() > 14 * 5,
+            "the budget is used, not just respected: {}",
+            sent.len()
+        );
     }
 
     #[test]
@@ -252,10 +261,16 @@ mod tests {
         let mut g = Governor::new(GovernorConfig::default());
         let t0 = Instant::now();
         g.observe_utilization(30.0, t0);
-        assert!(matches!(g.check(Class::Telemetry, ms(100), t0), (Verdict::WaitUntil(_), Some(Hold::BusyChannel))));
+        assert!(matches!(
+            g.check(Class::Telemetry, ms(100), t0),
+            (Verdict::WaitUntil(_), Some(Hold::BusyChannel))
+        ));
         assert_eq!(g.check(Class::Direct, ms(100), t0).0, Verdict::Go);
         g.observe_utilization(45.0, t0);
-        assert!(matches!(g.check(Class::Direct, ms(100), t0).0, Verdict::WaitUntil(_)));
+        assert!(matches!(
+            g.check(Class::Direct, ms(100), t0).0,
+            Verdict::WaitUntil(_)
+        ));
     }
 
     #[test]
@@ -263,7 +278,11 @@ mod tests {
         let mut g = Governor::new(GovernorConfig::default());
         let t0 = Instant::now();
         g.observe_utilization(90.0, t0);
-        assert_eq!(g.check(Class::Telemetry, ms(100), t0 + Duration::from_secs(301)).0, Verdict::Go);
+        assert_eq!(
+            g.check(Class::Telemetry, ms(100), t0 + Duration::from_secs(301))
+                .0,
+            Verdict::Go
+        );
     }
 
     #[test]
@@ -271,7 +290,9 @@ mod tests {
         let mut g = eu(100);
         let t0 = Instant::now();
         g.record(Duration::from_secs(10), t0);
-        assert!(matches!(g.check(Class::Direct, ms(1), t0).0, Verdict::WaitUntil(t) if t == t0 + Duration::from_secs(100)));
+        assert!(
+            matches!(g.check(Class::Direct, ms(1), t0).0, Verdict::WaitUntil(t) if t == t0 + Duration::from_secs(100))
+        );
         assert_eq!(g.spent(t0 + Duration::from_secs(100)), Duration::ZERO);
         assert_eq!(g.total(), Duration::from_secs(10));
     }

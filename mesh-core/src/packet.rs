@@ -182,7 +182,9 @@ impl Packet {
     pub fn to_proto(&self) -> proto::MeshPacket {
         let mut p = self.meta.clone();
         p.payload_variant = Some(match &self.payload {
-            Payload::Decoded { data, .. } => proto::mesh_packet::PayloadVariant::Decoded(data.clone()),
+            Payload::Decoded { data, .. } => {
+                proto::mesh_packet::PayloadVariant::Decoded(data.clone())
+            }
             Payload::Encrypted(c) => proto::mesh_packet::PayloadVariant::Encrypted(c.to_vec()),
         });
         p
@@ -352,7 +354,9 @@ mod tests {
         };
         assert_eq!(
             raw.to_vec(),
-            hex("0804122c0a09216661383136356134120f4d65736874617374696320363561341a04363561342206f412fa8165a4282b1801")
+            hex(
+                "0804122c0a09216661383136356134120f4d65736874617374696320363561341a04363561342206f412fa8165a4282b1801"
+            )
         );
         assert_eq!(data.portnum, proto::PortNum::NodeinfoApp as i32);
         assert!(data.want_response);
@@ -447,7 +451,11 @@ mod tests {
                 })
                 .collect();
             if let Ok(p) = Packet::decode(Bytes::from(bytes.clone())) {
-                assert_eq!(p.encode(), bytes, "a decodable packet re-encodes to its bytes");
+                assert_eq!(
+                    p.encode(),
+                    bytes,
+                    "a decodable packet re-encodes to its bytes"
+                );
                 let _ = p.decrypt(&ChannelKey::from_psk(&[1]));
             }
         }
@@ -456,7 +464,10 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         for bad in [&b""[..], b"\x0a", b"\xff\xff\xff", b"\x22\x02\xff\xff"] {
-            assert!(Packet::decode(Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
+            assert!(
+                Packet::decode(Bytes::copy_from_slice(bad)).is_err(),
+                "{bad:?}"
+            );
         }
     }
 }

@@ -50,7 +50,11 @@ pub fn fields(msg: &Bytes) -> Result<Vec<Field>, WireError> {
                 msg.slice(value_start..msg.len() - rest.len())
             }
             WireType::SixtyFourBit | WireType::ThirtyTwoBit => {
-                let n = if wire_type == WireType::SixtyFourBit { 8 } else { 4 };
+                let n = if wire_type == WireType::SixtyFourBit {
+                    8
+                } else {
+                    4
+                };
                 if rest.len() < n {
                     return Err(err("fixed-width value cut short"));
                 }

@@ -21,11 +21,12 @@
 //! a packet relayed from another mesh enters the way MQTT downlink does: a
 //! `mqttClientProxyMessage` carrying a `ServiceEnvelope` with the packet as its sender
 //! encrypted it. The radio treats it as received (deduplicated on its (from, id), rebroadcast
-//! with one hop less) and hands it to its client when it is a broadcast (or for the radio
-//! itself): that local delivery is the confirmation that the radio has it. A relayed direct
-//! message for another node is not handed back (the firmware gives its client only broadcasts
-//! and its own messages), so it is followed by a heartbeat: the radio handles `ToRadio`
-//! messages in order, and its answer to that heartbeat confirms it processed the relay.
+//! with one hop less). The proxy message gets no answer of its own, so a heartbeat follows it:
+//! the radio handles `ToRadio` messages in order, and its answer to that heartbeat confirms it
+//! processed the relay. The radio drops a relay it already has (a re-send after a gateway
+//! crash), which is right, and would drop one whose channel key differs, which is why the key
+//! is checked against the radio's own before anything is written. Broadcasts come back to us
+//! as received packets; those echoes are recognised and not reported again.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -204,14 +205,7 @@ enum Awaiting {
         /// Whether delivery waits for the mesh's ACK after the radio queued it.
         want_ack: bool,
     },
-    /// The radio handing the relayed packet back to us as received.
-    Echo {
-        /// Original sender.
-        from: NodeId,
-        /// Packet id.
-        id: PacketId,
-    },
-    /// The answer to the heartbeat written right after a relayed direct message.
+    /// The answer to the heartbeat written right after a relayed packet.
     Processed {
         /// The number of heartbeat answers that includes ours.
         reply: u64,
@@ -277,8 +271,10 @@ pub struct Session {
     /// Set when a heartbeat goes out, cleared by any frame: detects half-open links.
     silent_since: Option<Instant>,
     /// Heartbeats written on this connection, and answers (`QueueStatus` without a packet
-    /// id) received: a relayed direct message is confirmed by the answer to its heartbeat.
+    /// id) received: a relay is confirmed by the answer to its heartbeat.
     heartbeats: (u64, u64),
+    /// Recently relayed (from, id), to recognise the radio handing a broadcast back.
+    relayed: VecDeque<(NodeId, PacketId)>,
 }
 
 impl Session {
@@ -295,6 +291,7 @@ impl Session {
             last_heartbeat: None,
             silent_since: None,
             heartbeats: (0, 0),
+            relayed: VecDeque::new(),
             info: None,
         }
     }
@@ -482,7 +479,7 @@ impl Session {
             let f = self.in_flight.take().expect("checked above");
             let what = match f.awaiting {
                 Awaiting::QueueStatus { .. } => "confirm queueing",
-                Awaiting::Echo { .. } | Awaiting::Processed { .. } => "take the relayed packet",
+                Awaiting::Processed { .. } => "take the relayed packet",
             };
             out.push(Output::Outcome {
                 token: f.token,
@@ -653,19 +650,8 @@ impl Session {
     }
 
     fn on_packet(&mut self, packet: Packet, _now: Instant, out: &mut Vec<Output>) {
-        if let Some(InFlight {
-            awaiting: Awaiting::Echo { from, id },
-            token,
-            ..
-        }) = self.in_flight
-            && packet.from() == from
-            && packet.id() == id
-        {
-            self.in_flight = None;
-            out.push(Output::Outcome {
-                token,
-                status: DeliveryStatus::Delivered,
-            });
+        if self.relayed.contains(&(packet.from(), packet.id())) {
+            // Our own relay, handed back by the radio as received.
             return;
         }
         if let Some(data) = packet.data()
@@ -729,32 +715,25 @@ impl Session {
             }
             Outgoing::Relay(relay) => {
                 let info = self.info.clone().unwrap_or_default();
-                if let Err(why) = info.accepts_relay_on(&relay.channel) {
+                if let Some(status) = relay_refusal(&info, &relay) {
                     out.push(Output::Outcome {
                         token: q.token,
-                        status: DeliveryStatus::retry(format!(
-                            "radio cannot take relayed traffic: {why}"
-                        )),
+                        status,
                     });
                     return self.pump(now, out);
                 }
-                let to = relay.packet.to();
-                let handed_back = to.is_broadcast() || Some(to) == info.node_id();
                 out.push(Output::Write(relay_message(&relay, &info.mqtt_root())));
-                let awaiting = if handed_back {
-                    Awaiting::Echo {
-                        from: relay.packet.from(),
-                        id: relay.packet.id(),
-                    }
-                } else {
-                    self.heartbeat(now, out);
-                    Awaiting::Processed {
-                        reply: self.heartbeats.0,
-                    }
-                };
+                self.heartbeat(now, out);
+                if self.relayed.len() >= 256 {
+                    self.relayed.pop_front();
+                }
+                self.relayed
+                    .push_back((relay.packet.from(), relay.packet.id()));
                 self.in_flight = Some(InFlight {
                     token: q.token,
-                    awaiting,
+                    awaiting: Awaiting::Processed {
+                        reply: self.heartbeats.0,
+                    },
                     sent_at: now,
                 });
                 return;
@@ -805,6 +784,27 @@ fn ack_status(payload: &[u8]) -> DeliveryStatus {
         }
         _ => DeliveryStatus::retry(format!("mesh did not deliver it: {name}")),
     }
+}
+
+/// Why the radio cannot take this relay now, if it cannot: its set-up (retry: an operator
+/// can fix it while the message waits), or a channel key that differs from the one the packet
+/// was encrypted with (rejected: the radio would drop it silently).
+fn relay_refusal(info: &RadioInfo, relay: &Relay) -> Option<DeliveryStatus> {
+    if let Err(why) = info.accepts_relay_on(&relay.channel) {
+        return Some(DeliveryStatus::retry(format!(
+            "radio cannot take relayed traffic: {why}"
+        )));
+    }
+    let radio_hash = info
+        .active_channels()
+        .find(|c| info.channel_name(c) == relay.channel)
+        .map(|c| mesh_core::channel::channel_hash(&relay.channel, &info.channel_psk(c).expand()))?;
+    (u32::from(radio_hash) != relay.packet.channel()).then(|| {
+        DeliveryStatus::rejected(format!(
+            "the radio's key for channel `{}` differs from the configured one",
+            relay.channel
+        ))
+    })
 }
 
 /// The `ToRadio` that injects a relayed packet: a client-proxy MQTT message on the channel's
@@ -1279,10 +1279,23 @@ mod tests {
         assert_eq!(env.gateway_id, "!a7c40001");
         let inner = env.packet.unwrap();
         assert_eq!((inner.from, inner.id, inner.hop_limit), (0x1111, 500, 1));
-        // The radio hands it back as received: that is the confirmation, and it is consumed.
-        let out = s.frame(received(&p), 43, t0);
+        // The answer to the heartbeat after it confirms it; the radio handing the broadcast
+        // back as received is recognised as our own relay.
+        let out = s.frame(queue_status(0, 16, 0), 43, t0);
         assert_eq!(outcomes(&out), vec![(9, DeliveryStatus::Delivered)]);
-        assert!(!out.iter().any(|o| matches!(o, Output::Packet(_))));
+        let out = s.frame(received(&p), 43, t0);
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn a_relay_encrypted_with_another_key_than_the_radios_is_rejected() {
+        let t0 = Instant::now();
+        let mut s = ready_for_relay(t0, true);
+        let mut p = text(600, false);
+        p.meta_mut().from = 0x1111;
+        let p = p.encrypt("LongFast", &mesh_core::ChannelKey::from_psk(&[5]));
+        let out = s.relay(9, p, "LongFast", NodeId::new(1), 0, t0);
+        assert!(matches!(&outcomes(&out)[0].1, DeliveryStatus::Rejected { reason } if reason.contains("key")));
     }
 
     #[test]
