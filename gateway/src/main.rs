@@ -1,1 +1,108 @@
-fn main() {}
+//! `archipel`: the gateway binary.
+//!
+//! Subcommands, in the order an operator meets them:
+//! - `demo`: two simulated neighbourhood meshes bridged by a gateway, nothing to set up;
+//! - `check-config`, `run`: validate a configuration, run the gateway on it;
+//! - `radio-info`: connect to one radio, print who it is, its channels and node DB, and exit;
+//! - `sim`: run a simulated mesh whose attached radios real clients can connect to.
+
+mod demo;
+mod logging;
+mod radio_info;
+mod run;
+mod sim;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Archipel joins community LoRa meshes into an archipelago.
+#[derive(Parser, Debug)]
+#[command(name = "archipel", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run two simulated neighbourhood meshes bridged by the gateway, showing every relayed
+    /// message: no radio, server or configuration needed.
+    Demo {
+        /// A simulation config to use instead of the built-in world (see deploy/sim.toml).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Run the gateway with a configuration file until Ctrl-C or SIGTERM.
+    Run {
+        /// The gateway configuration (TOML; ARCHIPEL_ environment variables override it).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Check a configuration file without starting anything; exits non-zero on any problem.
+    CheckConfig {
+        /// The gateway configuration (TOML).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Connect to a radio, print its identity, channels and node database, and exit.
+    RadioInfo(RadioArgs),
+    /// Run a simulated mesh; each attached radio is served like a Meshtastic device over TCP
+    /// (and a pseudo-terminal when asked).
+    Sim {
+        /// The simulation config (TOML). Without it, the built-in demo world runs.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Where a radio is.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+struct RadioArgs {
+    /// A radio on the network (its TCP API, port 4403 if none is given): HOST[:PORT].
+    #[arg(long, value_name = "HOST[:PORT]")]
+    tcp: Option<String>,
+    /// A radio on a serial port, such as /dev/ttyUSB0 or /dev/ttyACM0.
+    #[arg(long, value_name = "PATH")]
+    serial: Option<PathBuf>,
+    /// Serial speed.
+    #[arg(long, default_value_t = 115_200, requires = "serial")]
+    baud: u32,
+    /// Seconds to wait for the radio to answer.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Demo { config } => demo::run(config).await,
+            Command::Run { config } => run::run(&config).await,
+            Command::CheckConfig { file } => run::check(&file),
+            Command::RadioInfo(args) => radio_info::run(args).await,
+            Command::Sim { config } => sim::run(config).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -26,7 +26,14 @@ pub fn archipel_bin() -> PathBuf {
             return PathBuf::from(bin);
         }
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--quiet", "-p", "archipel-gateway", "--bin", "archipel"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "archipel-gateway",
+                "--bin",
+                "archipel",
+            ])
             .current_dir(workspace())
             .status()
             .expect("cargo runs");
@@ -79,7 +86,10 @@ pub fn run_with_limit(mut cmd: Command, limit: Duration, what: &str) -> Output {
         Ok(out) => out.expect("child output"),
         Err(_) => {
             kill(pid, nix::sys::signal::Signal::SIGKILL);
-            let out = rx.recv().expect("killed child reaped").expect("child output");
+            let out = rx
+                .recv()
+                .expect("killed child reaped")
+                .expect("child output");
             panic!(
                 "{what} did not finish within {}s\nstdout:\n{}\nstderr:\n{}",
                 limit.as_secs(),
@@ -175,7 +185,11 @@ impl Running {
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("{}: expected line not printed within {}s", self.what, limit.as_secs())
+                    panic!(
+                        "{}: expected line not printed within {}s",
+                        self.what,
+                        limit.as_secs()
+                    )
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     panic!("{}: exited before printing the expected line", self.what)
@@ -208,7 +222,16 @@ pub struct SimProcess {
     /// The radios it announced.
     pub radios: Vec<SimRadio>,
     /// Where its config was written; removed on drop.
-    dir: PathBuf,
+    dir: TempDir,
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl SimProcess {
@@ -227,7 +250,7 @@ impl SimProcess {
         SimProcess {
             process,
             radios,
-            dir,
+            dir: TempDir(dir),
         }
     }
 
@@ -241,16 +264,12 @@ impl SimProcess {
 
     /// Stops the simulator and says whether it exited cleanly.
     pub fn stop(self) -> bool {
-        let dir = self.dir.clone();
-        let clean = self.process.stop();
-        let _ = std::fs::remove_dir_all(dir);
-        clean
+        self.process.stop()
     }
-}
 
-impl Drop for SimProcess {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+    /// The directory its config is in.
+    pub fn dir(&self) -> &Path {
+        &self.dir.0
     }
 }
 

@@ -1295,7 +1295,9 @@ mod tests {
         p.meta_mut().from = 0x1111;
         let p = p.encrypt("LongFast", &mesh_core::ChannelKey::from_psk(&[5]));
         let out = s.relay(9, p, "LongFast", NodeId::new(1), 0, t0);
-        assert!(matches!(&outcomes(&out)[0].1, DeliveryStatus::Rejected { reason } if reason.contains("key")));
+        assert!(
+            matches!(&outcomes(&out)[0].1, DeliveryStatus::Rejected { reason } if reason.contains("key"))
+        );
     }
 
     #[test]

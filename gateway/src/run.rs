@@ -1,0 +1,151 @@
+//! `archipel run` (the production entry point) and `archipel check-config`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use archipel_gateway::app::{Activity, Gateway};
+use archipel_gateway::config::Config;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::sim::shutdown_signal;
+
+/// Loads and validates a config, or explains every problem.
+pub fn load(path: &Path) -> anyhow::Result<Config> {
+    Config::load(path)
+        .map_err(|e| anyhow::anyhow!("invalid configuration {}:\n{e}", path.display()))
+}
+
+/// `archipel check-config FILE`: validates without starting anything.
+pub fn check(path: &Path) -> anyhow::Result<()> {
+    let config = load(path)?;
+    print!("{}", config.summary());
+    println!("configuration OK");
+    Ok(())
+}
+
+/// `archipel run --config FILE`: runs until Ctrl-C or SIGTERM.
+pub async fn run(path: &Path) -> anyhow::Result<()> {
+    let config = load(path)?;
+    let gateway = Gateway::start(config).await?;
+    follow(&gateway, Duration::from_secs(60)).await;
+    gateway.shutdown().await;
+    Ok(())
+}
+
+/// Prints one line per relayed message and a summary every `every`, until stopped.
+pub async fn follow(gateway: &Gateway, every: Duration) {
+    let mut activity = gateway.activity();
+    let mut summary = tokio::time::interval(every);
+    summary.tick().await;
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = summary.tick() => println!("{}", summary_line(gateway).await),
+            a = activity.recv() => match a {
+                Ok(a) => {
+                    if let Some(line) = describe(&a) {
+                        println!("{} {line}", clock());
+                    }
+                }
+                Err(RecvError::Lagged(n)) => println!("{} ({n} events not shown)", clock()),
+                Err(RecvError::Closed) => break,
+            },
+        }
+    }
+}
+
+/// The periodic one-line summary.
+pub async fn summary_line(gateway: &Gateway) -> String {
+    use archipel_gateway::app::Stats;
+    let s = gateway.stats();
+    let airtime: Vec<String> = s
+        .airtime()
+        .into_iter()
+        .map(|(r, d)| format!("{r} {:.1}s", d.as_secs_f64()))
+        .collect();
+    format!(
+        "{} summary: relayed {}, deduplicated {}, queued {}, expired {}, overflowed {}, undeliverable {}, airtime used {}",
+        clock(),
+        Stats::get(&s.relayed),
+        Stats::get(&s.duplicates),
+        gateway.queued().await,
+        Stats::get(&s.expired),
+        Stats::get(&s.overflowed),
+        Stats::get(&s.undeliverable),
+        if airtime.is_empty() {
+            "none".into()
+        } else {
+            airtime.join(", ")
+        }
+    )
+}
+
+/// One readable line for an activity, or nothing for the noisy ones.
+pub fn describe(a: &Activity) -> Option<String> {
+    Some(match a {
+        Activity::RadioUp { radio, node } => format!(
+            "radio {radio} up ({})",
+            node.map(|n| n.to_string()).unwrap_or_else(|| "?".into())
+        ),
+        Activity::RadioDown { radio, reason } => format!("radio {radio} down: {reason}"),
+        Activity::Relayed {
+            from,
+            id,
+            destination,
+            channel,
+            class,
+            text,
+            waited,
+            airtime,
+        } => format!(
+            "relayed {from} {id} -> {destination}#{channel} ({class}, waited {} ms, {} ms airtime){}",
+            waited.as_millis(),
+            airtime.as_millis(),
+            text.as_ref()
+                .map(|t| format!(": \"{t}\""))
+                .unwrap_or_default()
+        ),
+        Activity::Undeliverable {
+            from,
+            id,
+            destination,
+            reason,
+        } => format!("undeliverable {from} {id} -> {destination}: {reason}"),
+        Activity::Expired {
+            destination,
+            class,
+            count,
+        } => format!("expired {count} {class} message(s) for {destination}"),
+        Activity::Overflow { destination, class } => format!(
+            "queue for {destination} full: dropped {}",
+            class
+                .map(|c| format!("an older {c} message"))
+                .unwrap_or_else(|| "the new message".into())
+        ),
+        Activity::Queued {
+            from,
+            id,
+            source,
+            channel,
+            destinations,
+            class,
+        } => format!(
+            "queued {from} {id} from {source}#{channel} ({class}) for {}",
+            destinations.join(", ")
+        ),
+        Activity::Duplicate { .. } => return None,
+    })
+}
+
+/// Local wall-clock time of day (UTC), for log-like lines.
+pub fn clock() -> String {
+    let secs = archipel_gateway::app::now_ms() / 1000;
+    format!(
+        "{:02}:{:02}:{:02}",
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}

@@ -1,0 +1,62 @@
+//! What can go wrong in the store. Every variant names the store file, because a gateway may
+//! run more than one and an operator reads these in a log line without context.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A store operation failed.
+///
+/// `Clone` because the group-commit [`Writer`](super::Writer) hands the one error of a failed
+/// batch to every caller in it; the underlying errors sit behind an `Arc` for that reason. The
+/// cause is part of the message (`cannot open store /x.sqlite: unable to open database file`)
+/// and is kept in the `cause` field rather than as `source()`, so a log line prints it once.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The file could not be opened or created, or its pragmas not applied.
+    #[error("cannot open store {}: {cause}", path.display())]
+    Open {
+        /// The store file.
+        path: PathBuf,
+        /// What SQLite or sqlx said.
+        cause: Arc<sqlx::Error>,
+    },
+    /// The embedded schema migrations could not be applied (or an applied one was changed).
+    #[error("cannot migrate store {}: {cause}", path.display())]
+    Migrate {
+        /// The store file.
+        path: PathBuf,
+        /// What sqlx's migrator said.
+        cause: Arc<sqlx::migrate::MigrateError>,
+    },
+    /// A statement or transaction failed.
+    #[error("store {}: {what} failed: {cause}", path.display())]
+    Query {
+        /// The store file.
+        path: PathBuf,
+        /// The operation, such as `accept` or `confirm`.
+        what: &'static str,
+        /// What SQLite or sqlx said.
+        cause: Arc<sqlx::Error>,
+    },
+    /// A row holds a value the store never writes (a class rank out of range, a node number
+    /// that is not a u32, ...).
+    #[error("store {}: {what}", path.display())]
+    Corrupt {
+        /// The store file.
+        path: PathBuf,
+        /// The outbox row at fault, when there is one: a worker can [`reject`] it to move it
+        /// out of the way.
+        ///
+        /// [`reject`]: super::Store::reject
+        seq: Option<i64>,
+        /// Which row and column, and what was found.
+        what: String,
+    },
+    /// The group-commit writer task is gone (the runtime is shutting down or it panicked);
+    /// the item was not accepted.
+    #[error("store {}: the writer task has stopped", path.display())]
+    WriterStopped {
+        /// The store file.
+        path: PathBuf,
+    },
+}
