@@ -26,7 +26,10 @@ fn radio_info_over_tcp_prints_identity_channels_and_node_db() {
     let (ok, out, err) = archipel(&["radio-info", "--tcp", &sim.radio("!0000a001").tcp]);
     println!("{out}");
     assert!(ok, "radio-info failed:\n{err}");
-    assert!(out.contains("Radio !0000a001  \"Harbour radio A\" (HRA)"), "{out}");
+    assert!(
+        out.contains("Radio !0000a001  \"Harbour radio A\" (HRA)"),
+        "{out}"
+    );
     assert!(out.contains("preset   ShortFast"), "{out}");
     assert!(out.contains("PRIMARY    LongFast"), "{out}");
     assert!(out.contains("Nodes (3)"), "{out}");
@@ -75,7 +78,10 @@ fn a_bad_sim_config_is_refused_naming_the_key_and_value() {
 
     let (ok, _, err) = archipel(&["sim", "--config", "/nonexistent/sim.toml"]);
     assert!(!ok);
-    assert!(err.contains("/nonexistent/sim.toml") && err.contains("not found"), "{err}");
+    assert!(
+        err.contains("/nonexistent/sim.toml") && err.contains("not found"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -49,11 +49,20 @@ fn sendtext_with_ack_over_tcp_is_acknowledged_and_heard_by_another_radio() {
         (link, events)
     });
     let out = run_meshtastic(
-        &["--host", &a, "--sendtext", "hi from the python client", "--ack"],
+        &[
+            "--host",
+            &a,
+            "--sendtext",
+            "hi from the python client",
+            "--ack",
+        ],
         CLI_LIMIT,
     );
     let text = text_of(&out);
-    assert!(out.status.success(), "meshtastic --sendtext failed:\n{text}");
+    assert!(
+        out.status.success(),
+        "meshtastic --sendtext failed:\n{text}"
+    );
     assert!(text.contains("Received an implicit ACK"), "{text}");
     let heard = rt.block_on(async {
         tokio::time::timeout(Duration::from_secs(30), async {
