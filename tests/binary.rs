@@ -86,30 +86,45 @@ fn a_bad_sim_config_is_refused_naming_the_key_and_value() {
 }
 
 #[test]
-fn demo_connects_to_its_simulated_radios_and_stops_cleanly() {
+fn demo_bridges_its_two_meshes_and_stops_cleanly() {
     let mut cmd = Command::new(archipel_bin());
     cmd.arg("demo");
     let demo = Running::spawn(cmd, "archipel demo");
-    let radios: Vec<String> = (0..2)
-        .map(|_| {
-            demo.wait_line(LIMIT, |l| {
-                l.strip_prefix("radio ")
-                    .and_then(|r| r.split_whitespace().next())
-                    .map(str::to_owned)
-            })
-        })
-        .collect();
-    let mut connected = Vec::new();
-    while connected.len() < radios.len() {
-        let who = demo.wait_line(LIMIT, |l| {
-            radios
-                .iter()
-                .find(|r| l.contains(&format!("{r}: connected")))
-                .cloned()
+    let mut up = Vec::new();
+    while up.len() < 2 {
+        let radio = demo.wait_line(LIMIT, |l| {
+            let rest = l.split_once(" radio ")?.1;
+            rest.split_once(" up (").map(|(name, _)| name.to_owned())
         });
-        if !connected.contains(&who) {
-            connected.push(who);
+        if !up.contains(&radio) {
+            up.push(radio);
         }
     }
+    up.sort();
+    assert_eq!(up, ["north", "south"]);
     assert!(demo.stop(), "demo did not exit cleanly on SIGTERM");
+}
+
+#[test]
+fn demo_with_a_custom_world_shows_relayed_messages() {
+    // The built-in world, a hundred times faster: chat every few hundred milliseconds.
+    let dir = temp_dir("demo-world");
+    let world = dir.join("world.toml");
+    let text = include_str!("../adapters/src/sim/demo.toml")
+        .replace("time_scale = 1.0", "time_scale = 100.0");
+    std::fs::write(&world, text).unwrap();
+    let mut cmd = Command::new(archipel_bin());
+    cmd.arg("demo").arg("--config").arg(&world);
+    let demo = Running::spawn(cmd, "archipel demo --config");
+    let line = demo.wait_line(LIMIT, |l| l.contains(" relayed !").then(|| l.to_owned()));
+    assert!(
+        line.contains(" -> north#") || line.contains(" -> south#"),
+        "{line}"
+    );
+    assert!(
+        line.contains("waited") && line.contains("airtime"),
+        "{line}"
+    );
+    assert!(demo.stop(), "demo did not exit cleanly on SIGTERM");
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -59,10 +59,14 @@ enum Command {
 
 /// Where a radio is.
 #[derive(Args, Debug)]
-#[group(required = true, multiple = false)]
 struct RadioArgs {
     /// A radio on the network (its TCP API, port 4403 if none is given): HOST[:PORT].
-    #[arg(long, value_name = "HOST[:PORT]")]
+    #[arg(
+        long,
+        value_name = "HOST[:PORT]",
+        required_unless_present = "serial",
+        conflicts_with = "serial"
+    )]
     tcp: Option<String>,
     /// A radio on a serial port, such as /dev/ttyUSB0 or /dev/ttyACM0.
     #[arg(long, value_name = "PATH")]

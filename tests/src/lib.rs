@@ -334,3 +334,281 @@ id = "!00000d01"
 long_name = "Dana"
 short_name = "DANA"
 "#;
+
+// ---- Helpers for the relay tests (tests/relay.rs): processes watched on both outputs, free
+// ports, and Archipel's own radio link as an in-process observer and injector. ----
+
+/// A free loopback TCP port: bound on port 0, read, and released, so a process started next
+/// can take it (and take it again after a restart).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// A child process whose standard output is read line by line, each line stamped with the
+/// moment it was read, and whose standard error is copied to a log file and also read line by
+/// line. Stopped with SIGTERM (then SIGKILL) when dropped.
+pub struct Watched {
+    /// The child; taken once it exited or was stopped.
+    child: Option<Child>,
+    /// Standard output lines, stamped on arrival by the reader thread.
+    out: mpsc::Receiver<(std::time::Instant, String)>,
+    /// Standard error lines.
+    err: mpsc::Receiver<String>,
+    /// The log file standard error is copied to.
+    log: PathBuf,
+    /// What it is, for failure messages.
+    what: String,
+}
+
+impl Watched {
+    /// Starts `cmd`, its standard error appended to `log`.
+    pub fn spawn(mut cmd: Command, what: &str, log: &Path) -> Watched {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what} does not start: {e}"));
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let (out_tx, out) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if out_tx.send((std::time::Instant::now(), line)).is_err() {
+                    break;
+                }
+            }
+        });
+        let (err_tx, err) = mpsc::channel();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("log file {}: {e}", log.display()));
+        std::thread::spawn(move || {
+            use std::io::Write as _;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = writeln!(file, "{line}");
+                // The receiver may be gone (the owner dropped it): keep copying to the file.
+                let _ = err_tx.send(line);
+            }
+        });
+        Watched {
+            child: Some(child),
+            out,
+            err,
+            log: log.to_path_buf(),
+            what: what.to_owned(),
+        }
+    }
+
+    /// What it is.
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
+    /// The next standard output line within `limit`, with when it was read.
+    pub fn next_line(
+        &self,
+        limit: Duration,
+    ) -> Result<(std::time::Instant, String), mpsc::RecvTimeoutError> {
+        self.out.recv_timeout(limit)
+    }
+
+    /// The standard output lines already read, without waiting.
+    pub fn ready_lines(&self) -> Vec<(std::time::Instant, String)> {
+        self.out.try_iter().collect()
+    }
+
+    /// Waits at most `limit` for a standard error line that `pick` accepts, skipping others.
+    pub fn wait_log_line(&self, limit: Duration, mut pick: impl FnMut(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.err.recv_timeout(left) {
+                Ok(line) if pick(&line) => return line,
+                Ok(_) => {}
+                Err(e) => panic!(
+                    "{}: expected log line not written within {}s ({e:?}); log tail:\n{}",
+                    self.what,
+                    limit.as_secs(),
+                    self.log_tail(30)
+                ),
+            }
+        }
+    }
+
+    /// The last `n` lines of its log file.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Waits at most `limit` for the child to exit by itself (its standard output closes, then
+    /// it is reaped), and returns how it ended and the output lines it printed meanwhile.
+    pub fn wait_exit(
+        &mut self,
+        limit: Duration,
+    ) -> (std::process::ExitStatus, Vec<(std::time::Instant, String)>) {
+        let deadline = std::time::Instant::now() + limit;
+        let mut lines = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.out.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "{} did not exit within {}s; log tail:\n{}",
+                    self.what,
+                    limit.as_secs(),
+                    self.log_tail(30)
+                ),
+            }
+        }
+        // Standard output closed: the process is gone or going; reaping it does not block long.
+        let status = self
+            .child
+            .take()
+            .expect("not reaped yet")
+            .wait()
+            .expect("child reaped");
+        (status, lines)
+    }
+
+    /// Stops it now (SIGTERM, SIGKILL after 10 s) and returns its status if it exited by itself.
+    pub fn stop(mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .take()
+            .and_then(|c| terminate(c, Duration::from_secs(10)))
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            terminate(child, Duration::from_secs(10));
+        }
+    }
+}
+
+/// Archipel's own radio link to one attached radio, run in the test process on a small runtime
+/// of its own: a test sends packets through it as that radio's user, and reads what the radio
+/// hears. It reconnects by itself (quickly) when the radio goes away and comes back.
+pub struct MeshClient {
+    /// Runs the link; dropped last.
+    runtime: tokio::runtime::Runtime,
+    /// The link.
+    handle: archipel_adapters::radio::RadioHandle,
+    /// Packets the radio handed over, in order.
+    packets: mpsc::Receiver<mesh_core::Packet>,
+    /// The radio's node.
+    node: mesh_core::NodeId,
+    /// For failure messages.
+    what: String,
+}
+
+impl MeshClient {
+    /// Connects to the radio at `tcp` and waits (at most `limit`) for the handshake.
+    pub fn connect(what: &str, tcp: &str, limit: Duration) -> MeshClient {
+        use archipel_adapters::radio::{self, Endpoint, RadioConfig, RadioEvent};
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime for the radio link");
+        let (handle, mut events) = {
+            let _in_runtime = runtime.enter();
+            radio::spawn(RadioConfig {
+                backoff_initial: Duration::from_millis(50),
+                backoff_max: Duration::from_millis(300),
+                ..RadioConfig::new(what, Endpoint::Tcp(tcp.to_owned()))
+            })
+        };
+        let (tx, packets) = mpsc::channel();
+        runtime.spawn(async move {
+            while let Some(event) = events.recv().await {
+                if let RadioEvent::Packet(p) = event
+                    && tx.send(p).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let info = runtime
+            .block_on(tokio::time::timeout(limit, handle.connected()))
+            .unwrap_or_else(|_| panic!("{what}: no handshake with {tcp} within {limit:?}"))
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let node = info.node_id().expect("the radio says who it is");
+        MeshClient {
+            runtime,
+            handle,
+            packets,
+            node,
+            what: what.to_owned(),
+        }
+    }
+
+    /// The radio's node.
+    pub fn node(&self) -> mesh_core::NodeId {
+        self.node
+    }
+
+    /// Sends `packet` as this radio's user and waits (at most 60 s) for the outcome: for a
+    /// packet without `want_ack`, the radio queued it. The link paces texts 2 s apart, as the
+    /// firmware's phone API demands, so consecutive texts take that long each.
+    pub fn send(&self, packet: mesh_core::Packet) -> mesh_core::DeliveryStatus {
+        let limit = Duration::from_secs(60);
+        self.runtime
+            .block_on(tokio::time::timeout(limit, self.handle.send(packet)))
+            .unwrap_or_else(|_| panic!("{}: no outcome for a packet within 60s", self.what))
+    }
+
+    /// The next packet the radio handed over, within `limit`.
+    pub fn next_packet(&self, limit: Duration) -> Option<mesh_core::Packet> {
+        self.packets.recv_timeout(limit).ok()
+    }
+
+    /// Every packet up to and including the first that `is_last` accepts, waiting at most
+    /// `limit` in all.
+    pub fn packets_until(
+        &self,
+        limit: Duration,
+        mut is_last: impl FnMut(&mesh_core::Packet) -> bool,
+    ) -> Vec<mesh_core::Packet> {
+        let deadline = std::time::Instant::now() + limit;
+        let mut got = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.packets.recv_timeout(left) {
+                Ok(p) => {
+                    let last = is_last(&p);
+                    got.push(p);
+                    if last {
+                        return got;
+                    }
+                }
+                Err(e) => panic!(
+                    "{}: the expected packet did not arrive within {}s ({e:?}); got {} packet(s): {:?}",
+                    self.what,
+                    limit.as_secs(),
+                    got.len(),
+                    got.iter()
+                        .map(|p| format!("{} {} {:?}", p.from(), p.id(), p.text()))
+                        .collect::<Vec<_>>()
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for MeshClient {
+    fn drop(&mut self) {
+        let _ = self
+            .runtime
+            .block_on(tokio::time::timeout(Duration::from_secs(5), self.handle.shutdown()));
+    }
+}
