@@ -9,7 +9,7 @@ use archipel_adapters::radio::{
 };
 use archipel_adapters::sim::{SimConfig, Simulator};
 use bytes::Bytes;
-use mesh_core::{DeliveryStatus, NodeId, Packet, proto};
+use mesh_core::{DeliveryStatus, NodeId, Packet};
 use tokio::sync::mpsc;
 
 const RADIO_A: NodeId = NodeId::new(0x0000_a001);
@@ -108,20 +108,9 @@ async fn expect_reconnect(events: &mut mpsc::Receiver<RadioEvent>) {
 }
 
 fn text(to: NodeId, channel: u32, body: &str, want_ack: bool) -> Packet {
-    Packet::from_data(
-        proto::MeshPacket {
-            to: to.get(),
-            channel,
-            want_ack,
-            hop_limit: 3,
-            ..Default::default()
-        },
-        proto::Data {
-            portnum: proto::PortNum::TextMessageApp as i32,
-            payload: body.as_bytes().to_vec(),
-            ..Default::default()
-        },
-    )
+    let mut p = Packet::text_message(to, channel, body);
+    p.meta_mut().want_ack = want_ack;
+    p
 }
 
 async fn send(handle: &RadioHandle, packet: Packet, within: Duration) -> DeliveryStatus {

@@ -204,21 +204,10 @@ channels = [ {{ name = "MediumFast", psk = "AQ==" }}, {{ name = "ops", psk = "si
     }
 
     fn text(from: u32, id: u32, to: u32) -> Packet {
-        Packet::from_data(
-            proto::MeshPacket {
-                from,
-                to,
-                id,
-                hop_limit: 2,
-                hop_start: 3,
-                ..Default::default()
-            },
-            proto::Data {
-                portnum: proto::PortNum::TextMessageApp as i32,
-                payload: b"water at the school".to_vec(),
-                ..Default::default()
-            },
-        )
+        let mut p = Packet::text_message(NodeId::new(to), 0, "water at the school");
+        let m = p.meta_mut();
+        (m.from, m.id, m.hop_limit, m.hop_start) = (from, id, 2, 3);
+        p
     }
 
     fn heard<'a>(radio: &'a str, channel: &'a str, packet: &'a Packet) -> Heard<'a> {

@@ -129,6 +129,24 @@ impl Packet {
         Packet::new(meta, Payload::Decoded { raw, data })
     }
 
+    /// A text message to `to` on channel index `channel`, with the firmware's default hop
+    /// limit (3) and no sender or id yet (the radio, or the caller, sets them).
+    pub fn text_message(to: NodeId, channel: u32, body: &str) -> Packet {
+        Packet::from_data(
+            proto::MeshPacket {
+                to: to.get(),
+                channel,
+                hop_limit: 3,
+                ..Default::default()
+            },
+            proto::Data {
+                portnum: proto::PortNum::TextMessageApp as i32,
+                payload: body.as_bytes().to_vec(),
+                ..Default::default()
+            },
+        )
+    }
+
     /// Decodes a `MeshPacket` encoding, keeping its payload and unknown fields byte-exact.
     pub fn decode(bytes: Bytes) -> Result<Packet, PacketError> {
         let mut known = Vec::with_capacity(bytes.len());

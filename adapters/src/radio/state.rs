@@ -944,20 +944,10 @@ mod tests {
     }
 
     fn text(id: u32, want_ack: bool) -> Packet {
-        Packet::from_data(
-            proto::MeshPacket {
-                to: 0xffff_ffff,
-                id,
-                want_ack,
-                hop_limit: 3,
-                ..Default::default()
-            },
-            proto::Data {
-                portnum: proto::PortNum::TextMessageApp as i32,
-                payload: b"hello".to_vec(),
-                ..Default::default()
-            },
-        )
+        let mut p = Packet::text_message(NodeId::BROADCAST, 0, "hello");
+        p.meta_mut().id = id;
+        p.meta_mut().want_ack = want_ack;
+        p
     }
 
     fn routing_reply(request_id: u32, error: routing::Error) -> Bytes {
