@@ -418,11 +418,6 @@ impl Watched {
         self.out.recv_timeout(limit)
     }
 
-    /// The standard output lines already read, without waiting.
-    pub fn ready_lines(&self) -> Vec<(std::time::Instant, String)> {
-        self.out.try_iter().collect()
-    }
-
     /// Waits at most `limit` for a standard error line that `pick` accepts, skipping others.
     pub fn wait_log_line(&self, limit: Duration, mut pick: impl FnMut(&str) -> bool) -> String {
         let deadline = std::time::Instant::now() + limit;
@@ -539,7 +534,7 @@ impl MeshClient {
             }
         });
         let info = runtime
-            .block_on(tokio::time::timeout(limit, handle.connected()))
+            .block_on(async { tokio::time::timeout(limit, handle.connected()).await })
             .unwrap_or_else(|_| panic!("{what}: no handshake with {tcp} within {limit:?}"))
             .unwrap_or_else(|e| panic!("{what}: {e}"));
         let node = info.node_id().expect("the radio says who it is");
@@ -563,7 +558,7 @@ impl MeshClient {
     pub fn send(&self, packet: mesh_core::Packet) -> mesh_core::DeliveryStatus {
         let limit = Duration::from_secs(60);
         self.runtime
-            .block_on(tokio::time::timeout(limit, self.handle.send(packet)))
+            .block_on(async { tokio::time::timeout(limit, self.handle.send(packet)).await })
             .unwrap_or_else(|_| panic!("{}: no outcome for a packet within 60s", self.what))
     }
 
@@ -607,8 +602,8 @@ impl MeshClient {
 
 impl Drop for MeshClient {
     fn drop(&mut self) {
-        let _ = self
-            .runtime
-            .block_on(tokio::time::timeout(Duration::from_secs(5), self.handle.shutdown()));
+        let _ = self.runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), self.handle.shutdown()).await
+        });
     }
 }

@@ -1174,11 +1174,21 @@ impl World {
 
 /// A text on channel `channel`; a direct message asks for an ACK, as the apps do.
 fn text_packet(to: NodeId, channel: u8, text: &str) -> Packet {
-    let mut packet = Packet::text_message(to, u32::from(channel), text);
-    let meta = packet.meta_mut();
-    meta.hop_limit = u32::from(DEFAULT_HOP_LIMIT);
-    meta.want_ack = !to.is_broadcast();
-    packet
+    let meta = proto::MeshPacket {
+        to: to.get(),
+        channel: u32::from(channel),
+        hop_limit: u32::from(DEFAULT_HOP_LIMIT),
+        want_ack: !to.is_broadcast(),
+        ..Default::default()
+    };
+    // What the firmware originates always carries the bitfield (OK-to-MQTT off).
+    let data = proto::Data {
+        portnum: proto::PortNum::TextMessageApp as i32,
+        payload: text.as_bytes().to_vec(),
+        bitfield: Some(0),
+        ..Default::default()
+    };
+    Packet::from_data(meta, data)
 }
 
 /// A broadcast on the primary channel with the default hop limit.
