@@ -197,6 +197,9 @@ pub struct Gateway {
     stats: Arc<Stats>,
     /// Activity feed.
     activity: broadcast::Sender<Activity>,
+    /// A receiver subscribed before anything started, handed to the first caller of
+    /// [`Gateway::activity`] so no early event (a radio coming up) is missed.
+    first_activity: Mutex<Option<broadcast::Receiver<Activity>>>,
     /// The store, for depth queries.
     store: Store,
     /// Turned true to stop every task.
@@ -218,7 +221,7 @@ impl Gateway {
         .with_context(|| format!("cannot open the store at {}", config.store.path.display()))?;
         let writer = Writer::spawn(store.clone(), Duration::from_millis(5), 256);
         let router = Router::new(&config);
-        let (activity, _) = broadcast::channel(1024);
+        let (activity, first_activity) = broadcast::channel(1024);
         let stats = Arc::new(Stats::default());
         let (stop, stop_rx) = watch::channel(false);
         let (events_tx, events_rx) = mpsc::channel::<(usize, RadioEvent)>(1024);
@@ -289,6 +292,7 @@ impl Gateway {
         Ok(Gateway {
             stats,
             activity,
+            first_activity: Mutex::new(Some(first_activity)),
             store,
             stop,
             tasks,
@@ -296,9 +300,13 @@ impl Gateway {
         })
     }
 
-    /// Follow what happens.
+    /// Follow what happens. The first call sees everything since the start.
     pub fn activity(&self) -> broadcast::Receiver<Activity> {
-        self.activity.subscribe()
+        self.first_activity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_else(|| self.activity.subscribe())
     }
 
     /// Counters.
@@ -395,6 +403,17 @@ impl MainLoop {
         match ev {
             RadioEvent::Connected(info) => {
                 let node = info.node_id();
+                for c in info.active_channels() {
+                    let name = info.channel_name(c);
+                    if !info.uplinks_on(&name) {
+                        warn!(radio = %slot.name, channel = %name,
+                            "the radio does not publish what it hears on this channel through its client proxy: \
+                             only broadcasts will cross, not direct messages between other nodes \
+                             (meshtastic --set mqtt.enabled true --set mqtt.proxy_to_client_enabled true \
+                             --set mqtt.address 127.0.0.1; meshtastic --ch-index {} --ch-set uplink_enabled true)",
+                            c.index);
+                    }
+                }
                 slot.info = Some(info);
                 let _ = self.activity.send(Activity::RadioUp {
                     radio: slot.name.clone(),
@@ -409,9 +428,18 @@ impl MainLoop {
             }
             RadioEvent::Notification(_) => {}
             RadioEvent::Packet(packet) => self.on_packet(i, packet).await,
+            RadioEvent::Uplink { packet, channel } => {
+                let Some(decoded) = self.router.decrypt(&slot.name, &channel, &packet) else {
+                    warn!(radio = %slot.name, %channel, "uplink packet on a channel whose configured key does not read it");
+                    return;
+                };
+                self.relay(i, decoded, channel).await;
+            }
         }
     }
 
+    /// A packet the radio handed its client. When the radio publishes its uplink on that
+    /// channel, the uplink carries the same packet (and more), so this copy is not routed.
     async fn on_packet(&mut self, i: usize, packet: Packet) {
         let slot = &self.slots[i];
         let Some(info) = slot.info.clone() else {
@@ -432,6 +460,20 @@ impl MainLoop {
         else {
             return;
         };
+        if info.uplinks_on(&channel) {
+            return;
+        }
+        self.relay(i, packet, channel).await;
+    }
+
+    /// Routes a decoded packet heard by radio `i` on `channel` and commits its deliveries.
+    async fn relay(&mut self, i: usize, packet: Packet, channel: String) {
+        let slot = &self.slots[i];
+        let own = slot
+            .info
+            .as_ref()
+            .and_then(|i| i.node_id())
+            .unwrap_or(NodeId::LOCAL);
         let heard = Heard {
             radio: &slot.name,
             radio_node: own,

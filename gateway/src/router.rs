@@ -3,8 +3,8 @@
 //!
 //! Its rules, in the order they apply:
 //! 1. a packet with id 0 has no identity and is never relayed (the firmware does the same);
-//! 2. what the attached radio itself originates (its own telemetry, its implicit ACKs) is local
-//!    state, not mesh traffic;
+//! 2. what the attached radio itself originates (its own telemetry, its implicit ACKs), or
+//!    what is addressed to it, is local state, not mesh traffic;
 //! 3. a packet the radio could not decrypt is on a channel this hub does not hold; admin
 //!    packets are never relayed;
 //! 4. routes: traffic on a route's channel heard by one of its radios goes to the radios on the
@@ -118,6 +118,13 @@ impl Router {
         }
     }
 
+    /// Reads a packet a radio published on its uplink (encrypted, as heard) with the key
+    /// configured for that radio's channel.
+    pub fn decrypt(&self, radio: &str, channel: &str, packet: &Packet) -> Option<Packet> {
+        let key = self.keys.get(&(radio.to_owned(), channel.to_owned()))?;
+        packet.decrypt(key).ok()
+    }
+
     /// Decides what happens to one heard packet.
     pub fn route(&self, heard: Heard<'_>, now: Millis) -> Verdict {
         let p = heard.packet;
@@ -126,6 +133,9 @@ impl Router {
         }
         if p.from() == heard.radio_node || p.from() == NodeId::LOCAL {
             return Verdict::Ignore("originated by the attached radio itself");
+        }
+        if p.to() == heard.radio_node {
+            return Verdict::Ignore("addressed to the attached radio itself");
         }
         let Some(data) = p.data() else {
             return Verdict::Ignore("the radio could not decrypt it");
@@ -301,6 +311,11 @@ to_channel = "MediumFast"
         let own = text(0x99, 1, u32::MAX);
         assert!(matches!(
             r.route(heard("north", "LongFast", &own), 0),
+            Verdict::Ignore(_)
+        ));
+        let to_radio = text(0x1111, 2, 0x99);
+        assert!(matches!(
+            r.route(heard("north", "LongFast", &to_radio), 0),
             Verdict::Ignore(_)
         ));
         let no_id = text(0x1111, 0, u32::MAX);

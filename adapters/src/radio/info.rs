@@ -148,6 +148,19 @@ impl RadioInfo {
         Ok(())
     }
 
+    /// Whether the radio publishes what it hears on `channel` through its client proxy (MQTT
+    /// uplink), which is how a gateway gets every packet, direct messages between other nodes
+    /// included; without it, only broadcasts and the radio's own messages reach its client.
+    pub fn uplinks_on(&self, channel: &str) -> bool {
+        self.mqtt()
+            .is_some_and(|m| m.enabled && m.proxy_to_client_enabled)
+            && self
+                .active_channels()
+                .find(|c| self.channel_name(c) == channel)
+                .and_then(|c| c.settings.as_ref())
+                .is_some_and(|s| s.uplink_enabled)
+    }
+
     /// Takes one handshake item. Returns false for variants that are not part of the
     /// configuration (the caller handles those).
     pub(crate) fn absorb(&mut self, item: &from_radio::PayloadVariant) -> bool {

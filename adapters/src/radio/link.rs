@@ -109,6 +109,14 @@ pub enum RadioEvent {
     Connected(Arc<RadioInfo>),
     /// A packet the radio heard on the mesh (decoded; `channel` is the radio's local index).
     Packet(Packet),
+    /// A packet the radio published on its MQTT uplink through us: anything it heard and
+    /// could decode, whoever it was for, encrypted as heard, on the named channel.
+    Uplink {
+        /// The packet, encrypted (`channel` is the channel's hash).
+        packet: Packet,
+        /// The channel's name.
+        channel: String,
+    },
     /// The connection ended; the link retries after `retry_in`.
     Disconnected {
         /// Why, for the operator.
@@ -636,6 +644,12 @@ impl Link {
                 }
                 Output::Packet(packet) => {
                     let _ = self.events.send(RadioEvent::Packet(packet)).await;
+                }
+                Output::Uplink { packet, channel } => {
+                    let _ = self
+                        .events
+                        .send(RadioEvent::Uplink { packet, channel })
+                        .await;
                 }
                 Output::Outcome { token, status } => self.reply(token, status),
                 Output::DeviceLog(line) => {

@@ -118,6 +118,14 @@ pub enum Output {
     Ready(Arc<RadioInfo>),
     /// A packet the radio received from the mesh (decoded, `channel` = local index).
     Packet(Packet),
+    /// A packet the radio published on its MQTT uplink through us (its client proxy): every
+    /// packet it heard and could decode, whoever it was for, still encrypted as heard.
+    Uplink {
+        /// The packet, encrypted, `channel` = the channel's hash.
+        packet: Packet,
+        /// The channel's name (the envelope's `channel_id`).
+        channel: String,
+    },
     /// The outcome of a submitted packet.
     Outcome {
         /// The token given to [`Session::submit`].
@@ -433,6 +441,7 @@ impl Session {
                 self.start_handshake(nonce_after_reboot, now, &mut out);
             }
             V::QueueStatus(qs) => self.on_queue_status(qs, now, &mut out),
+            V::MqttClientProxyMessage(m) => self.on_uplink(m, &mut out),
             V::LogRecord(r) => out.push(Output::DeviceLog(r.message)),
             V::ClientNotification(n) => out.push(Output::Notification(n.message)),
             _ => {}
@@ -684,6 +693,39 @@ impl Session {
             }
         }
         out.push(Output::Packet(packet));
+    }
+
+    /// A message the radio publishes through us. Only encrypted envelopes on `/2/e/` topics
+    /// carry mesh packets; our own relays (handed back as received) are recognised.
+    fn on_uplink(&mut self, m: proto::MqttClientProxyMessage, out: &mut Vec<Output>) {
+        let Some(proto::mqtt_client_proxy_message::PayloadVariant::Data(data)) = m.payload_variant
+        else {
+            return;
+        };
+        if !m.topic.contains("/2/e/") {
+            return;
+        }
+        let envelope = Bytes::from(data);
+        let fields = match wire::fields(&envelope) {
+            Ok(f) => f,
+            Err(e) => {
+                out.push(Output::Undecodable(format!("uplink envelope: {e}")));
+                return;
+            }
+        };
+        let Some(raw) = fields.iter().find(|f| f.tag == 1).map(|f| f.value.clone()) else {
+            return;
+        };
+        let channel = fields
+            .iter()
+            .find(|f| f.tag == 2)
+            .map(|f| String::from_utf8_lossy(&f.value).into_owned())
+            .unwrap_or_default();
+        match Packet::decode(raw) {
+            Ok(p) if self.relayed.contains(&(p.from(), p.id())) || p.meta().via_mqtt => {}
+            Ok(packet) => out.push(Output::Uplink { packet, channel }),
+            Err(e) => out.push(Output::Undecodable(format!("uplink packet: {e}"))),
+        }
     }
 
     fn pump(&mut self, now: Instant, out: &mut Vec<Output>) {
@@ -1275,6 +1317,40 @@ mod tests {
         assert_eq!(outcomes(&out), vec![(9, DeliveryStatus::Delivered)]);
         let out = s.frame(received(&p), 43, t0);
         assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn what_the_radio_publishes_on_its_uplink_comes_out_encrypted_with_its_channel() {
+        let t0 = Instant::now();
+        let mut s = ready_for_relay(t0, true);
+        let mut dm = text(700, false);
+        dm.meta_mut().from = 0x1111;
+        dm.meta_mut().to = 0x4444;
+        let dm = dm.encrypt("LongFast", &mesh_core::ChannelKey::from_psk(&[1]));
+        let mut env = Vec::new();
+        wire::put_bytes_field(1, &dm.encode(), &mut env);
+        wire::put_bytes_field(2, b"LongFast", &mut env);
+        let msg = |topic: &str, env: Vec<u8>| {
+            from_radio(from_radio::PayloadVariant::MqttClientProxyMessage(
+                proto::MqttClientProxyMessage {
+                    topic: topic.into(),
+                    retained: false,
+                    payload_variant: Some(proto::mqtt_client_proxy_message::PayloadVariant::Data(
+                        env,
+                    )),
+                },
+            ))
+        };
+        let out = s.frame(msg("msh/2/e/LongFast/!0a0b0c0d", env.clone()), 43, t0);
+        let [Output::Uplink { packet, channel }] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!((packet.from().get(), packet.id().get()), (0x1111, 700));
+        assert_eq!(channel, "LongFast");
+        assert!(
+            s.frame(msg("msh/2/json/LongFast/!0a0b0c0d", env), 43, t0)
+                .is_empty()
+        );
     }
 
     #[test]

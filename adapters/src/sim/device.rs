@@ -161,7 +161,7 @@ pub struct Device {
     /// When each port last got a client packet through, for pacing.
     last_sent: HashMap<i32, Duration>,
     /// Packets heard while no client is configured, delivered after the next handshake.
-    to_phone: VecDeque<proto::MeshPacket>,
+    to_phone: VecDeque<proto::FromRadio>,
     /// Ids of the reliable packets this client sent, so ACKs and NAKs reach only it.
     sent: VecDeque<PacketId>,
     /// When the next telemetry report to the client is due.
@@ -330,20 +330,57 @@ impl Device {
     /// A packet heard on the mesh (as on the air, with rx metadata). Delivered decoded when
     /// a channel key fits and it is for this node or everyone; used to update the node
     /// database either way.
+    ///
+    /// With the MQTT client proxy on, every packet it could decode that is neither its own nor
+    /// already from MQTT is also published through the client, as MQTT uplink is
+    /// (`Router::handleReceived` → `MQTT::onSend`), whoever it is addressed to.
     pub fn on_mesh_packet(&mut self, packet: &Packet, now: Duration) -> Vec<proto::FromRadio> {
         let Some((index, decoded)) = self.profile.channels.decrypt(packet) else {
             return Vec::new();
         };
         self.learn(&decoded, index);
+        let mut out = Vec::new();
+        if self.profile.mqtt_proxy && packet.from() != self.profile.node && !packet.meta().via_mqtt
+        {
+            let uplink = self.uplink(packet, index);
+            out.extend(self.to_client(uplink));
+        }
         let to = decoded.to();
         if to != self.profile.node && !to.is_broadcast() {
-            return Vec::new();
+            return out;
         }
         let mut meta = decoded.to_proto();
         if meta.rx_time == 0 {
             meta.rx_time = self.unix_time(now);
         }
-        self.deliver(meta)
+        out.extend(self.deliver(meta));
+        out
+    }
+
+    /// The client-proxy message that publishes `packet` (encrypted, as heard) on its
+    /// channel's uplink topic.
+    fn uplink(&self, packet: &Packet, index: u8) -> proto::FromRadio {
+        let channel = self
+            .profile
+            .channels
+            .get(usize::from(index))
+            .map(|e| e.name.clone())
+            .unwrap_or_default();
+        let me = self.profile.node.to_string();
+        let envelope = mesh_core::proto::ServiceEnvelope {
+            packet: None,
+            channel_id: channel.clone(),
+            gateway_id: me.clone(),
+        };
+        // The packet goes in field 1 as its exact bytes; prost encodes fields 2 and 3.
+        let mut data = Vec::new();
+        mesh_core::wire::put_bytes_field(1, &packet.encode(), &mut data);
+        data.extend_from_slice(&envelope.encode_to_vec());
+        from_radio(Out::MqttClientProxyMessage(proto::MqttClientProxyMessage {
+            topic: format!("msh/2/e/{channel}/{me}"),
+            retained: false,
+            payload_variant: Some(proto::mqtt_client_proxy_message::PayloadVariant::Data(data)),
+        }))
     }
 
     /// The world reports an implicit ACK of one of our broadcasts.
@@ -397,13 +434,18 @@ impl Device {
 
     /// Sends a packet to the live client, or keeps it for the next one.
     fn deliver(&mut self, packet: proto::MeshPacket) -> Vec<proto::FromRadio> {
+        self.to_client(from_radio(Out::Packet(packet)))
+    }
+
+    /// Sends to the live client, or keeps it (bounded) for the next one.
+    fn to_client(&mut self, msg: proto::FromRadio) -> Vec<proto::FromRadio> {
         if self.is_live() {
-            return vec![from_radio(Out::Packet(packet))];
+            return vec![msg];
         }
         if self.to_phone.len() >= TO_PHONE_QUEUE {
             self.to_phone.pop_front();
         }
-        self.to_phone.push_back(packet);
+        self.to_phone.push_back(msg);
         Vec::new()
     }
 
@@ -691,7 +733,7 @@ impl Device {
         if self.next_telemetry.is_none() {
             self.next_telemetry = Some(now + TELEMETRY_EVERY);
         }
-        out.extend(self.to_phone.drain(..).map(|p| from_radio(Out::Packet(p))));
+        out.extend(self.to_phone.drain(..));
         out
     }
 
@@ -757,6 +799,7 @@ impl Device {
                 psk: entry.psk.as_bytes().to_vec(),
                 name: entry.configured_name.clone(),
                 downlink_enabled: self.profile.mqtt_proxy,
+                uplink_enabled: self.profile.mqtt_proxy,
                 module_settings: Some(proto::ModuleSettings {
                     position_precision: if index == 0 { 13 } else { 0 },
                     is_muted: false,
@@ -839,7 +882,13 @@ fn module_configs(mqtt_proxy: bool) -> Vec<proto::ModuleConfig> {
         M::Mqtt(module_config::MqttConfig {
             enabled: mqtt_proxy,
             proxy_to_client_enabled: mqtt_proxy,
-            address: "mqtt.meshtastic.org".into(),
+            // A private address: the firmware uplinks other nodes' packets without their
+            // OK-to-MQTT bit only towards private brokers.
+            address: if mqtt_proxy {
+                "127.0.0.1".into()
+            } else {
+                "mqtt.meshtastic.org".into()
+            },
             encryption_enabled: true,
             root: "msh".into(),
             ..Default::default()
@@ -1368,24 +1417,37 @@ mod tests {
         );
         let on_air = d.profile.channels.encrypt(&heard, 1).unwrap();
         let out = d.on_mesh_packet(&on_air, Duration::from_secs(100));
-        let p = client_packet(&out[0]).unwrap();
+        let p = out.iter().find_map(client_packet).unwrap();
         assert_eq!(p.channel(), 1);
         assert_eq!(p.text().as_deref(), Some("on ops"));
         assert_eq!((p.meta().rx_snr, p.meta().rx_rssi), (4.5, -100));
         assert_eq!((p.hop_limit(), p.hop_start()), (2, 3));
         assert_eq!(d.nodes[&PEER].hops_away, Some(1));
         assert_eq!(d.nodes[&PEER].last_heard, 1_700_000_100);
-        // A direct message to someone else is not for our client; a foreign key is unreadable.
+        // A direct message to someone else is not for our client, but it is published on
+        // the uplink (the client proxy), encrypted as heard; a foreign key is unreadable.
         let mut other = heard.clone();
         other.meta_mut().to = 0x7a91_b3c2;
         other.meta_mut().id = 501;
-        assert!(
-            d.on_mesh_packet(
-                &d.profile.channels.encrypt(&other, 0).unwrap(),
-                Duration::ZERO
-            )
-            .is_empty()
-        );
+        let on_air = d.profile.channels.encrypt(&other, 0).unwrap();
+        let out = d.on_mesh_packet(&on_air, Duration::ZERO);
+        assert!(out.iter().all(|m| client_packet(m).is_none()));
+        let Some(Out::MqttClientProxyMessage(m)) = out[0].payload_variant.clone() else {
+            panic!("{out:?}")
+        };
+        assert!(m.topic.starts_with("msh/2/e/"), "{}", m.topic);
+        let Some(proto::mqtt_client_proxy_message::PayloadVariant::Data(env)) = m.payload_variant
+        else {
+            panic!()
+        };
+        let env = proto::ServiceEnvelope::decode(&env[..]).unwrap();
+        assert_eq!(env.gateway_id, d.profile.node.to_string());
+        assert_eq!(env.packet.unwrap().id, 501);
+        // What came from MQTT is never published back to it.
+        let mut from_mqtt = on_air.clone();
+        from_mqtt.meta_mut().via_mqtt = true;
+        from_mqtt.meta_mut().id = 502;
+        assert!(d.on_mesh_packet(&from_mqtt, Duration::ZERO).is_empty());
         let foreign = ChannelTable::new(
             &[super::super::config::ChannelConfig {
                 name: "x".into(),

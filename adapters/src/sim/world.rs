@@ -736,6 +736,14 @@ impl World {
     ) {
         self.seq += 1;
         let seq = self.seq;
+        // A radio sends packets of equal priority in the order it queued them: a later one
+        // never becomes ready before an earlier one.
+        let ready_at = self.nodes[idx]
+            .queue
+            .iter()
+            .filter(|q| q.priority == priority)
+            .map(|q| q.ready_at)
+            .fold(ready_at, Duration::max);
         self.nodes[idx].queue.push(Queued {
             packet,
             kind,
