@@ -343,7 +343,7 @@ impl Device {
         if self.profile.mqtt_proxy && packet.from() != self.profile.node && !packet.meta().via_mqtt
         {
             let uplink = self.uplink(packet, index);
-            out.extend(self.to_client(uplink));
+            out.extend(self.send_or_keep(uplink));
         }
         let to = decoded.to();
         if to != self.profile.node && !to.is_broadcast() {
@@ -434,11 +434,11 @@ impl Device {
 
     /// Sends a packet to the live client, or keeps it for the next one.
     fn deliver(&mut self, packet: proto::MeshPacket) -> Vec<proto::FromRadio> {
-        self.to_client(from_radio(Out::Packet(packet)))
+        self.send_or_keep(from_radio(Out::Packet(packet)))
     }
 
     /// Sends to the live client, or keeps it (bounded) for the next one.
-    fn to_client(&mut self, msg: proto::FromRadio) -> Vec<proto::FromRadio> {
+    fn send_or_keep(&mut self, msg: proto::FromRadio) -> Vec<proto::FromRadio> {
         if self.is_live() {
             return vec![msg];
         }
