@@ -5,19 +5,12 @@
 use std::process::Command;
 use std::time::Duration;
 
-use archipel_e2e::{Running, SimProcess, TEST_WORLD, archipel_bin, run_with_limit, temp_dir};
+use archipel_e2e::{Running, SimProcess, TEST_WORLD, archipel_bin, run_archipel, temp_dir};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn archipel(args: &[&str]) -> (bool, String, String) {
-    let mut cmd = Command::new(archipel_bin());
-    cmd.args(args);
-    let out = run_with_limit(cmd, LIMIT, "archipel");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_archipel(args, LIMIT)
 }
 
 #[test]

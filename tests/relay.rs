@@ -13,7 +13,7 @@ use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use archipel_e2e::{
-    MeshClient, SimRadio, Watched, archipel_bin, free_port, parse_radio_line, run_with_limit,
+    MeshClient, SimRadio, Watched, archipel_bin, free_port, parse_radio_line, run_archipel,
     temp_dir,
 };
 use mesh_core::{NodeId, Packet, PacketId, proto};
@@ -257,29 +257,38 @@ impl Gateway {
         }
     }
 
-    /// The first line from `mark` on that `pick` accepts, waiting for more at most `limit`.
-    fn wait_after(&mut self, mark: usize, what: &str, pick: impl Fn(&str) -> bool) -> String {
+    /// The first line from `mark` on that `pick` accepts, reading more for at most `LIMIT`;
+    /// the error says why none came (time ran out, or the process ended).
+    fn find_from(
+        &mut self,
+        mark: usize,
+        pick: impl Fn(&str) -> bool,
+    ) -> Result<String, std::sync::mpsc::RecvTimeoutError> {
         if let Some((_, line)) = self.lines[mark..].iter().find(|(_, l)| pick(l)) {
-            return line.clone();
+            return Ok(line.clone());
         }
         let deadline = Instant::now() + LIMIT;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.process.next_line(left) {
-                Ok((at, line)) => {
-                    self.lines.push((at, line.clone()));
-                    if pick(&line) {
-                        return line;
-                    }
-                }
-                Err(e) => panic!(
-                    "gateway: no line for {what} within {}s ({e:?})\nprinted:\n{}\nlog tail:\n{}",
-                    LIMIT.as_secs(),
-                    self.printed(),
-                    self.process.log_tail(30)
-                ),
+            let (at, line) = self
+                .process
+                .next_line(deadline.saturating_duration_since(Instant::now()))?;
+            self.lines.push((at, line.clone()));
+            if pick(&line) {
+                return Ok(line);
             }
         }
+    }
+
+    /// The first line from `mark` on that `pick` accepts, waiting for more at most `LIMIT`.
+    fn wait_after(&mut self, mark: usize, what: &str, pick: impl Fn(&str) -> bool) -> String {
+        self.find_from(mark, pick).unwrap_or_else(|e| {
+            panic!(
+                "gateway: no line for {what} within {}s ({e:?})\nprinted:\n{}\nlog tail:\n{}",
+                LIMIT.as_secs(),
+                self.printed(),
+                self.process.log_tail(30)
+            )
+        })
     }
 
     /// The first line ever printed that `pick` accepts, waiting for it if need be.
@@ -288,10 +297,6 @@ impl Gateway {
     }
 
     /// Waits until each of `radios` finished its handshake, as the radio link logs it.
-    ///
-    /// Not on the `radio NAME up` lines: `archipel run` subscribes to its activity feed only
-    /// after the gateway started, so a radio that comes up in those first milliseconds is never
-    /// printed (a product bug, see the report); its link's own log line is always written.
     fn wait_ready(&self, radios: &[&str]) {
         let mut waiting: Vec<String> = radios.iter().map(|r| format!("name={r} ")).collect();
         while !waiting.is_empty() {
@@ -312,26 +317,14 @@ impl Gateway {
 
     /// Waits for a line that `pick` accepts, or for the process to exit: `None` then.
     fn wait_or_exit(&mut self, pick: impl Fn(&str) -> bool) -> Option<String> {
-        if let Some((_, line)) = self.lines.iter().find(|(_, l)| pick(l)) {
-            return Some(line.clone());
-        }
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.process.next_line(left) {
-                Ok((at, line)) => {
-                    self.lines.push((at, line.clone()));
-                    if pick(&line) {
-                        return Some(line);
-                    }
-                }
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
-                Err(e) => panic!(
-                    "gateway: neither the line nor an exit within {}s ({e:?})\nprinted:\n{}",
-                    LIMIT.as_secs(),
-                    self.printed()
-                ),
-            }
+        match self.find_from(0, pick) {
+            Ok(line) => Some(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+            Err(e) => panic!(
+                "gateway: neither the line nor an exit within {}s ({e:?})\nprinted:\n{}",
+                LIMIT.as_secs(),
+                self.printed()
+            ),
         }
     }
 
@@ -499,12 +492,8 @@ fn assert_once(heard: &[Packet], once: &[Msg], at_most_once: &[Msg]) {
     }
 }
 
-/// Asserts that the gateway's `relayed` lines (to `dest`) name the messages of `msgs` in that
-/// order, counting each message's first such line.
-///
-/// A message may have no line at all when it was relayed in the first milliseconds of a run,
-/// before `archipel run` subscribed to its own activity feed (the product bug described at
-/// `wait_ready`); what was printed must still be in order.
+/// Asserts that the gateway's `relayed` lines (to `dest`) name every message of `msgs`, in
+/// that order, counting each message's first such line.
 fn assert_relayed_in_order(lines: &[String], dest: &str, msgs: &[Msg]) {
     let mut order: Vec<usize> = Vec::new();
     for line in lines {
@@ -515,8 +504,8 @@ fn assert_relayed_in_order(lines: &[String], dest: &str, msgs: &[Msg]) {
         }
     }
     assert!(
-        order.is_sorted(),
-        "relayed out of order:\n{}",
+        order.is_sorted() && order.len() == msgs.len(),
+        "relayed out of order, or not all of them:\n{}",
         lines.join("\n")
     );
 }
@@ -1028,7 +1017,7 @@ fn each_bad_config_key_is_refused_by_check_config_and_run_naming_the_key() {
     );
     let path = dir.path("good.toml");
     std::fs::write(&path, &good).unwrap();
-    let (ok, out, err) = archipel(&["check-config", path.to_str().unwrap()]);
+    let (ok, out, err) = run_archipel(&["check-config", path.to_str().unwrap()], LIMIT);
     assert!(
         ok && out.contains("configuration OK"),
         "the base config is good:\n{out}{err}"
@@ -1067,7 +1056,7 @@ fn each_bad_config_key_is_refused_by_check_config_and_run_naming_the_key() {
         std::fs::write(&path, &text).unwrap();
         let file = path.to_str().unwrap();
         for args in [vec!["check-config", file], vec!["run", "--config", file]] {
-            let (ok, _, err) = archipel(&args);
+            let (ok, _, err) = run_archipel(&args, LIMIT);
             assert!(!ok, "{what}: `archipel {}` accepted it", args.join(" "));
             for name in names {
                 assert!(
@@ -1078,18 +1067,6 @@ fn each_bad_config_key_is_refused_by_check_config_and_run_naming_the_key() {
             }
         }
     }
-}
-
-/// Runs the binary to completion (bounded): success, stdout, stderr.
-fn archipel(args: &[&str]) -> (bool, String, String) {
-    let mut cmd = Command::new(archipel_bin());
-    cmd.args(args);
-    let out = run_with_limit(cmd, LIMIT, "archipel");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 // ---------------------------------------------------------------------------------------------

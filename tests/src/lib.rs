@@ -100,6 +100,18 @@ pub fn run_with_limit(mut cmd: Command, limit: Duration, what: &str) -> Output {
     }
 }
 
+/// Runs `archipel ARGS` to completion (killed past `limit`): success, stdout, stderr.
+pub fn run_archipel(args: &[&str], limit: Duration) -> (bool, String, String) {
+    let mut cmd = Command::new(archipel_bin());
+    cmd.args(args);
+    let out = run_with_limit(cmd, limit, "archipel");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn kill(pid: u32, signal: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
 }
