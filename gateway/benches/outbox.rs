@@ -1,4 +1,6 @@
-//! Outbox benchmark: prints figures, asserts nothing. Runs against a real file in a temporary
+//! Router + outbox benchmark: every message is routed by the gateway's [`Router`] (decision and
+//! re-encryption for the far channel), then committed, drained and confirmed through the
+//! durable store. Prints figures, asserts nothing. Runs against a real file in a temporary
 //! directory (removed afterwards).
 //!
 //! ```text
@@ -19,15 +21,17 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use archipel_gateway::store::{Inbound, Millis, NewDelivery, Store, StoreConfig, Writer};
-use mesh_core::{Class, NodeId, PacketId};
+use archipel_gateway::config::Config;
+use archipel_gateway::router::{Heard, Router, Verdict};
+use archipel_gateway::store::{Inbound, Millis, Store, StoreConfig, Writer};
+use mesh_core::{NodeId, Packet};
 
 const T0: Millis = 1_700_000_000_000;
-const DESTINATION: &str = "mqtt";
+const DESTINATION: &str = "south";
 const PAYLOAD: usize = 60;
 
 fn setting<T: FromStr>(name: &str, default: T) -> T {
@@ -54,7 +58,7 @@ fn main() {
     runtime.block_on(async {
         let path = dir.0.join("outbox.sqlite");
         println!(
-            "outbox bench: {messages} messages, {PAYLOAD}-byte payloads, one delivery each, file {}",
+            "router + outbox bench: {messages} messages, {PAYLOAD}-byte text payloads routed to one destination, file {}",
             path.display()
         );
         let config = StoreConfig {
@@ -217,21 +221,63 @@ async fn latency(
     );
 }
 
-/// Message `i`: 64 senders, unique ids, the four classes in turn, one delivery.
+/// The routing table the benchmark's messages go through: one route from `north` to `south`.
+fn router() -> &'static Router {
+    static ROUTER: OnceLock<Router> = OnceLock::new();
+    ROUTER.get_or_init(|| {
+        let config = Config::from_toml(&format!(
+            r#"
+[gateway]
+name = "bench"
+id = "!a7c40001"
+[[radio]]
+name = "north"
+tcp = "127.0.0.1:1"
+region = "US"
+preset = "LongFast"
+channels = [ {{ name = "LongFast", psk = "AQ==" }} ]
+[[radio]]
+name = "{DESTINATION}"
+tcp = "127.0.0.1:2"
+region = "US"
+preset = "MediumFast"
+channels = [ {{ name = "MediumFast", psk = "AQ==" }} ]
+[[route]]
+channel = "LongFast"
+from = ["north"]
+to = ["{DESTINATION}"]
+to_channel = "MediumFast"
+"#
+        ))
+        .expect("bench config");
+        Router::new(&config)
+    })
+}
+
+/// Message `i`, routed as the gateway routes what a radio hears: 64 senders, unique ids, a
+/// 60-byte text, every fourth one a direct message; the router decides and re-encrypts it
+/// for the far channel.
 fn message(i: u64) -> Inbound {
-    let mut packet = vec![0u8; PAYLOAD];
-    packet[..8].copy_from_slice(&i.to_le_bytes());
-    Inbound {
-        from: NodeId::new(0x1000 + (i % 64) as u32),
-        id: PacketId::new((i / 64 + 1) as u32),
-        deliveries: vec![NewDelivery {
-            destination: DESTINATION.to_owned(),
-            class: Class::ALL[(i % 4) as usize],
-            channel: "LongFast".to_owned(),
-            hop_limit: 3,
-            packet,
-            expires_at: T0 + 96 * 3_600_000,
-        }],
+    let mut text = format!("{i:020}");
+    text.push_str(&"x".repeat(PAYLOAD - text.len()));
+    let to = if i.is_multiple_of(4) {
+        NodeId::new(0x2000)
+    } else {
+        NodeId::BROADCAST
+    };
+    let mut packet = Packet::text_message(to, 0, &text);
+    let meta = packet.meta_mut();
+    meta.from = 0x1000 + (i % 64) as u32;
+    meta.id = (i / 64 + 1) as u32;
+    let heard = Heard {
+        radio: "north",
+        radio_node: NodeId::new(1),
+        channel: "LongFast",
+        packet: &packet,
+    };
+    match router().route(heard, T0) {
+        Verdict::Relay(inbound) => inbound,
+        Verdict::Ignore(why) => panic!("bench message not routed: {why}"),
     }
 }
 
