@@ -1046,6 +1046,14 @@ mod tests {
         }
     }
 
+    /// A broadcast text from `PEER` on the primary channel, decoded.
+    fn heard_text(id: u32, body: &str) -> Packet {
+        let mut p = Packet::text_message(NodeId::BROADCAST, 0, body);
+        let m = p.meta_mut();
+        (m.from, m.id, m.hop_limit) = (PEER.get(), id, 0);
+        p
+    }
+
     fn live(d: &mut Device) {
         d.handle_to_radio(want_config(1), Duration::ZERO, status(16));
     }
@@ -1194,19 +1202,7 @@ mod tests {
     #[test]
     fn nothing_is_sent_before_want_config_but_a_heartbeats_queue_status() {
         let mut d = device();
-        let heard = Packet::from_data(
-            proto::MeshPacket {
-                from: PEER.get(),
-                to: NodeId::BROADCAST.get(),
-                id: 77,
-                ..Default::default()
-            },
-            proto::Data {
-                portnum: 1,
-                payload: b"early".to_vec(),
-                ..Default::default()
-            },
-        );
+        let heard = heard_text(77, "early");
         let on_air = d.profile.channels.encrypt(&heard, 0).unwrap();
         assert!(d.on_mesh_packet(&on_air, Duration::ZERO).is_empty());
         assert!(
@@ -1397,24 +1393,10 @@ mod tests {
     fn mesh_packets_are_delivered_decoded_on_the_local_channel_index() {
         let mut d = device();
         live(&mut d);
-        let heard = Packet::from_data(
-            proto::MeshPacket {
-                from: PEER.get(),
-                to: NodeId::BROADCAST.get(),
-                id: 500,
-                hop_limit: 2,
-                hop_start: 3,
-                rx_snr: 4.5,
-                rx_rssi: -100,
-                rx_time: 1_700_000_100,
-                ..Default::default()
-            },
-            proto::Data {
-                portnum: 1,
-                payload: b"on ops".to_vec(),
-                ..Default::default()
-            },
-        );
+        let mut heard = heard_text(500, "on ops");
+        let m = heard.meta_mut();
+        (m.hop_limit, m.hop_start, m.rx_snr, m.rx_rssi, m.rx_time) =
+            (2, 3, 4.5, -100, 1_700_000_100);
         let on_air = d.profile.channels.encrypt(&heard, 1).unwrap();
         let out = d.on_mesh_packet(&on_air, Duration::from_secs(100));
         let p = out.iter().find_map(client_packet).unwrap();
