@@ -308,3 +308,31 @@ async fn over_a_pseudo_terminal_the_link_handshakes_sends_and_receives() {
     a.shutdown().await;
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_radio_that_keeps_kicking_the_link_off_is_retried_with_growing_delays() {
+    // Another client taking the single TCP slot over and over (a phone app, a second
+    // gateway): connections that die at once must not be retried in a tight loop.
+    let sim = start().await;
+    let (a, mut events) = link("a", Endpoint::Tcp(tcp_of(&sim, RADIO_A).to_string()));
+    a.connected().await.unwrap();
+    let mut delays = Vec::new();
+    for _ in 0..4 {
+        sim.kick_client(RADIO_A);
+        let delay = expect_event(&mut events, "disconnect", |ev| match ev {
+            RadioEvent::Disconnected { retry_in, .. } => Some(retry_in),
+            _ => None,
+        })
+        .await;
+        delays.push(delay);
+        expect_event(&mut events, "reconnect", |ev| {
+            matches!(ev, RadioEvent::Connected(_)).then_some(())
+        })
+        .await;
+    }
+    // 50 ms doubling to the 400 ms cap, each within its upper fifth: strictly growing.
+    assert!(delays.windows(2).all(|w| w[1] > w[0]), "{delays:?}");
+    assert!(delays[3] >= Duration::from_millis(320), "{delays:?}");
+    a.shutdown().await;
+    sim.shutdown().await;
+}
