@@ -98,7 +98,7 @@ impl RadioWorker {
             if rows.is_empty() {
                 let due = self
                     .store
-                    .next_due_after(&self.name, now_ms())
+                    .next_due(&self.name, now_ms())
                     .await
                     .ok()
                     .flatten();

@@ -322,16 +322,13 @@ async fn retry_delays_a_row_and_counts_its_attempts() {
         ids(&store.next("radio", T0 + 1, 10).await.unwrap()),
         vec![2]
     );
-    assert_eq!(store.next_due("radio").await.unwrap(), Some(T0));
+    assert_eq!(store.next_due("radio", T0 - 1).await.unwrap(), Some(T0));
     assert_eq!(
-        store.next_due_after("radio", T0 + 1).await.unwrap(),
+        store.next_due("radio", T0 + 1).await.unwrap(),
         Some(T0 + 30_000)
     );
-    assert_eq!(
-        store.next_due_after("radio", T0 + 30_000).await.unwrap(),
-        None
-    );
-    assert_eq!(store.next_due("nobody").await.unwrap(), None);
+    assert_eq!(store.next_due("radio", T0 + 30_000).await.unwrap(), None);
+    assert_eq!(store.next_due("nobody", T0 - 1).await.unwrap(), None);
 
     let again = store.next("radio", T0 + 30_000, 10).await.unwrap();
     assert_eq!(ids(&again), vec![1, 2], "due again, and still first");
@@ -349,8 +346,8 @@ async fn retry_delays_a_row_and_counts_its_attempts() {
         .unwrap();
     let second = store.next("radio", T0 + 1, 1).await.unwrap().remove(0);
     store.confirm(&[second.seq]).await.unwrap();
-    assert_eq!(store.next_due("radio").await.unwrap(), None);
-    assert_eq!(store.next_due_after("radio", T0).await.unwrap(), None);
+    assert_eq!(store.next_due("radio", T0 - 1).await.unwrap(), None);
+    assert_eq!(store.next_due("radio", T0).await.unwrap(), None);
     // Retrying a row that is gone is harmless.
     store.retry(second.seq, T0, "late").await.unwrap();
     store.close().await;
@@ -684,10 +681,7 @@ async fn everything_survives_closing_and_reopening_the_file() {
         store.next("radio", T0 + 500, 100).await.unwrap(),
         before_radio
     );
-    assert_eq!(
-        store.next_due_after("mqtt", T0).await.unwrap(),
-        Some(T0 + 500)
-    );
+    assert_eq!(store.next_due("mqtt", T0).await.unwrap(), Some(T0 + 500));
     assert_eq!(store.depths().await.unwrap(), before_depths);
     assert_eq!(store.dead_letters().await.unwrap(), 1);
     for id in 1..=6 {

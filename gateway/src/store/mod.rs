@@ -454,31 +454,12 @@ impl Store {
         rows.iter().map(|row| self.delivery(row)).collect()
     }
 
-    /// When the earliest waiting row of this destination becomes due: the smallest
-    /// `next_attempt_at` among its rows that will not have expired by then, or `None` if it has
-    /// nothing waiting. Rows that can only expire are left out.
-    ///
-    /// Without `now` this cannot leave out rows that came due and have expired since (until
-    /// [`Store::expire`] deletes them), so the answer can lie in the past while
-    /// [`Store::next`] returns nothing: a worker that sleeps until this time would spin until
-    /// the next `expire`. [`Store::next_due_after`] has no such gap.
-    pub async fn next_due(&self, destination: &str) -> Result<Option<Millis>, StoreError> {
-        sqlx::query_scalar(
-            "SELECT next_attempt_at FROM outbox INDEXED BY outbox_due \
-             WHERE destination = ?1 AND expires_at > next_attempt_at \
-             ORDER BY next_attempt_at LIMIT 1",
-        )
-        .bind(destination)
-        .fetch_optional(&self.shared.readers)
-        .await
-        .map_err(|e| self.query_error("next_due", e))
-    }
-
     /// When the earliest not-yet-due row of this destination becomes due: the smallest
     /// `next_attempt_at` after `now` among rows that will not have expired by then, or `None`
     /// if nothing is waiting. Rows due already are [`Store::next`]'s, so after an empty `next`
-    /// the answer is always in the future and a worker never wakes for nothing.
-    pub async fn next_due_after(
+    /// the answer is always in the future and a worker never wakes for nothing (rows that came
+    /// due and expired before [`Store::expire`] swept them are left out too).
+    pub async fn next_due(
         &self,
         destination: &str,
         now: Millis,
@@ -492,7 +473,7 @@ impl Store {
         .bind(now)
         .fetch_optional(&self.shared.readers)
         .await
-        .map_err(|e| self.query_error("next_due_after", e))
+        .map_err(|e| self.query_error("next_due", e))
     }
 
     /// Deletes delivered rows, all in one statement and transaction. Seqs no longer queued
