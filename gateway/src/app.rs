@@ -181,8 +181,6 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 struct RadioSlot {
     /// Configured name.
     name: String,
-    /// The link.
-    handle: RadioHandle,
     /// The last handshake (channel names, own node).
     info: Option<Arc<RadioInfo>>,
     /// Wakes this radio's worker when something is queued for it.
@@ -220,12 +218,13 @@ impl Gateway {
         .await
         .with_context(|| format!("cannot open the store at {}", config.store.path.display()))?;
         let writer = Writer::spawn(store.clone(), Duration::from_millis(5), 256);
-        let router = Router::new(&config);
+        let router = Arc::new(Router::new(&config));
         let (activity, first_activity) = broadcast::channel(1024);
         let stats = Arc::new(Stats::default());
         let (stop, stop_rx) = watch::channel(false);
         let (events_tx, events_rx) = mpsc::channel::<(usize, RadioEvent)>(1024);
         let mut slots = Vec::new();
+        let mut radios = Vec::new();
         let mut tasks = Vec::new();
         for (i, r) in config.radios.iter().enumerate() {
             let endpoint = match (&r.tcp, &r.serial) {
@@ -256,11 +255,7 @@ impl Gateway {
                 governor: Governor::new(config.governor(r)),
                 preset: r.preset,
                 gateway: config.gateway.id,
-                keys: r
-                    .channels
-                    .iter()
-                    .map(|c| (c.name.clone(), c.psk.expand()))
-                    .collect(),
+                router: router.clone(),
                 max_attempts: config.store.max_attempts,
                 wake: wake.clone(),
                 utilization: util_rx,
@@ -268,16 +263,15 @@ impl Gateway {
                 stats: stats.clone(),
             };
             tasks.push(tokio::spawn(worker.run(stop_rx.clone())));
+            radios.push(handle);
             slots.push(RadioSlot {
                 name: r.name.clone(),
-                handle,
                 info: None,
                 wake,
                 utilization: util_tx,
             });
         }
         drop(events_tx);
-        let radios = slots.iter().map(|s| s.handle.clone()).collect();
         let main = MainLoop {
             slots,
             router,
@@ -341,8 +335,8 @@ impl Gateway {
 struct MainLoop {
     /// The radios, by index.
     slots: Vec<RadioSlot>,
-    /// Routing decisions.
-    router: Router,
+    /// Routing decisions (shared with the workers, which read relayed texts with its keys).
+    router: Arc<Router>,
     /// Group commits into the store.
     writer: Writer,
     /// For sweeping expired rows and pruning the seen-set.
@@ -489,6 +483,8 @@ impl MainLoop {
             .iter()
             .map(|d| d.destination.clone())
             .collect();
+        // The router gives every delivery of one packet the same class.
+        let class = inbound.deliveries.first().map(|d| d.class);
         let source = slot.name.clone();
         crate::failpoint::hit("accept.before-commit");
         match self.writer.accept(inbound, now_ms()).await {
@@ -529,7 +525,7 @@ impl MainLoop {
                     source,
                     channel,
                     destinations,
-                    class: Class::of(&packet),
+                    class: class.unwrap_or(Class::Telemetry),
                 });
             }
             Err(e) => {

@@ -7,7 +7,7 @@ use archipel_gateway::app::{Activity, Gateway};
 use archipel_gateway::config::Config;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::sim::shutdown_signal;
+use crate::shutdown_signal;
 
 /// Loads and validates a config, or explains every problem.
 pub fn load(path: &Path) -> anyhow::Result<Config> {

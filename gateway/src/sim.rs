@@ -63,7 +63,7 @@ pub async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
         .context("cannot start the simulator")?;
     print_radios(&sim);
     let mut events = sim.events();
-    let stop = shutdown_signal();
+    let stop = crate::shutdown_signal();
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -84,26 +84,4 @@ pub async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
     info!("stopping the simulator");
     sim.shutdown().await;
     Ok(())
-}
-
-/// Resolves on Ctrl-C or SIGTERM (how systemd and test harnesses stop us).
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -5,17 +5,17 @@
 //! failed attempt the whole queue waits for that row's retry time, so what one sender said
 //! never overtakes what they said before on the same class.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use archipel_adapters::radio::RadioHandle;
-use mesh_core::{ChannelKey, DeliveryStatus, Governor, ModemPreset, NodeId, Packet, Verdict};
+use mesh_core::{DeliveryStatus, Governor, ModemPreset, NodeId, Packet, Verdict};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::app::{Activity, Stats, now_ms};
+use crate::router::Router;
 use crate::store::{Delivery, Store, StoreError};
 
 /// How many rows to fetch at once.
@@ -47,8 +47,8 @@ pub struct RadioWorker {
     pub preset: ModemPreset,
     /// Our gateway id, for the envelopes.
     pub gateway: NodeId,
-    /// This radio's channel keys by name, to show what was relayed.
-    pub keys: HashMap<String, ChannelKey>,
+    /// The routing table, whose channel keys read a relayed text for the activity feed.
+    pub router: Arc<Router>,
     /// Attempts before a delivery is set aside as undeliverable.
     pub max_attempts: u32,
     /// Rung by the router when it queued something for this radio.
@@ -222,8 +222,12 @@ impl RadioWorker {
         });
     }
 
+    /// The text of a relayed packet, for whoever follows the activity feed (only then: it
+    /// costs a decryption).
     fn text_of(&self, packet: &Packet, channel: &str) -> Option<String> {
-        let key = self.keys.get(channel)?;
-        packet.decrypt(key).ok()?.text()
+        if self.activity.receiver_count() == 0 {
+            return None;
+        }
+        self.router.decrypt(&self.name, channel, packet)?.text()
     }
 }
