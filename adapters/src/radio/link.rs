@@ -572,8 +572,7 @@ impl Link {
         match item {
             StreamItem::Frame(frame) => {
                 LinkCounters::add(&self.counters.frames_in, 1);
-                let nonce = self.nonce();
-                self.session.frame(frame, nonce, now)
+                self.session.frame(frame, now)
             }
             StreamItem::Noise(bytes) => {
                 LinkCounters::add(&self.counters.noise_bytes, bytes.len() as u64);

@@ -260,6 +260,8 @@ pub struct Session {
     config: SessionConfig,
     /// Lifecycle phase and its data.
     phase: Phase,
+    /// The nonce of the latest `want_config_id` on this connection.
+    nonce: u32,
     /// Packets not yet written. Kept across reconnects: nothing was handed to the radio yet.
     pending: VecDeque<Queued>,
     /// The packet written and awaiting its `QueueStatus` (the device answers them in order,
@@ -291,6 +293,7 @@ impl Session {
         Session {
             config,
             phase: Phase::Idle,
+            nonce: 0,
             pending: VecDeque::new(),
             in_flight: None,
             awaiting_ack: HashMap::new(),
@@ -395,7 +398,7 @@ impl Session {
     }
 
     /// One frame's payload from the radio.
-    pub fn frame(&mut self, frame: Bytes, nonce_after_reboot: u32, now: Instant) -> Vec<Output> {
+    pub fn frame(&mut self, frame: Bytes, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
         self.silent_since = None;
         let fields = match wire::fields(&frame) {
@@ -438,7 +441,8 @@ impl Session {
             V::Rebooted(true) => {
                 out.push(Output::Rebooted);
                 self.fail_unconfirmed("radio rebooted", &mut out);
-                self.start_handshake(nonce_after_reboot, now, &mut out);
+                // A nonce the previous handshake did not use, so a late answer to it is ignored.
+                self.start_handshake(self.nonce.wrapping_add(1), now, &mut out);
             }
             V::QueueStatus(qs) => self.on_queue_status(qs, now, &mut out),
             V::MqttClientProxyMessage(m) => self.on_uplink(m, &mut out),
@@ -563,6 +567,7 @@ impl Session {
         } else {
             nonce
         };
+        self.nonce = nonce;
         self.phase = Phase::Handshaking {
             nonce,
             started: now,
@@ -961,16 +966,15 @@ mod tests {
         let mut s = Session::new(SessionConfig::default());
         s.connected(42, t0);
         for item in handshake_items() {
-            assert!(s.frame(from_radio(item), 43, t0).is_empty());
+            assert!(s.frame(from_radio(item), t0).is_empty());
         }
         let out = s.frame(
             from_radio(from_radio::PayloadVariant::ConfigCompleteId(42)),
-            43,
             t0,
         );
         assert!(matches!(out[0], Output::Ready(_)));
         s.tick(t0);
-        s.frame(queue_status(0, 16, 0), 43, t0);
+        s.frame(queue_status(0, 16, 0), t0);
         s
     }
 
@@ -1034,17 +1038,15 @@ mod tests {
         let mut s = Session::new(SessionConfig::default());
         s.connected(42, t0);
         for item in handshake_items() {
-            s.frame(from_radio(item), 43, t0);
+            s.frame(from_radio(item), t0);
         }
         let mismatched = s.frame(
             from_radio(from_radio::PayloadVariant::ConfigCompleteId(41)),
-            43,
             t0,
         );
         assert!(mismatched.is_empty() && !s.is_ready());
         let out = s.frame(
             from_radio(from_radio::PayloadVariant::ConfigCompleteId(42)),
-            43,
             t0,
         );
         let Output::Ready(info) = &out[0] else {
@@ -1067,7 +1069,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Session::new(SessionConfig::default());
         s.connected(42, t0);
-        s.frame(from_radio(handshake_items().remove(0)), 43, t0);
+        s.frame(from_radio(handshake_items().remove(0)), t0);
         assert!(s.tick(t0 + Duration::from_secs(29)).is_empty());
         let out = s.tick(t0 + Duration::from_secs(30));
         let Output::Close(err) = &out[0] else {
@@ -1086,7 +1088,6 @@ mod tests {
         s.connected(42, t0);
         let out = s.frame(
             from_radio(from_radio::PayloadVariant::ConfigCompleteId(42)),
-            43,
             t0,
         );
         assert!(matches!(
@@ -1104,7 +1105,7 @@ mod tests {
             writes(&out)[0].payload_variant,
             Some(to_radio::PayloadVariant::Packet(_))
         ));
-        let out = s.frame(queue_status(0, 15, 100), 43, t0);
+        let out = s.frame(queue_status(0, 15, 100), t0);
         assert_eq!(outcomes(&out), vec![(7, DeliveryStatus::Delivered)]);
     }
 
@@ -1113,8 +1114,8 @@ mod tests {
         let t0 = Instant::now();
         let mut s = ready(t0);
         s.submit(7, text(100, true), t0);
-        assert!(outcomes(&s.frame(queue_status(0, 15, 100), 43, t0)).is_empty());
-        let out = s.frame(routing_reply(100, routing::Error::None), 43, t0);
+        assert!(outcomes(&s.frame(queue_status(0, 15, 100), t0)).is_empty());
+        let out = s.frame(routing_reply(100, routing::Error::None), t0);
         assert_eq!(outcomes(&out), vec![(7, DeliveryStatus::Delivered)]);
         assert!(
             !out.iter().any(|o| matches!(o, Output::Packet(_))),
@@ -1127,15 +1128,15 @@ mod tests {
         let t0 = Instant::now();
         let mut s = ready(t0);
         s.submit(7, text(100, true), t0);
-        s.frame(queue_status(0, 15, 100), 43, t0);
-        let out = s.frame(routing_reply(100, routing::Error::MaxRetransmit), 43, t0);
+        s.frame(queue_status(0, 15, 100), t0);
+        let out = s.frame(routing_reply(100, routing::Error::MaxRetransmit), t0);
         let (_, status) = &outcomes(&out)[0];
         assert!(
             matches!(status, DeliveryStatus::Retry { reason } if reason.contains("MAX_RETRANSMIT"))
         );
         s.submit(8, text(101, true), t0 + Duration::from_secs(3));
-        s.frame(queue_status(0, 15, 101), 43, t0);
-        let out = s.frame(routing_reply(101, routing::Error::TooLarge), 43, t0);
+        s.frame(queue_status(0, 15, 101), t0);
+        let out = s.frame(routing_reply(101, routing::Error::TooLarge), t0);
         assert!(matches!(
             outcomes(&out)[0].1,
             DeliveryStatus::Rejected { .. }
@@ -1152,7 +1153,7 @@ mod tests {
             "one in flight"
         );
         assert!(
-            writes(&s.frame(queue_status(0, 15, 1), 43, t0)).is_empty(),
+            writes(&s.frame(queue_status(0, 15, 1), t0)).is_empty(),
             "paced"
         );
         assert!(s.next_deadline().unwrap() <= t0 + Duration::from_secs(2));
@@ -1164,9 +1165,9 @@ mod tests {
     fn nothing_is_sent_while_the_radio_queue_is_full() {
         let t0 = Instant::now();
         let mut s = ready(t0);
-        s.frame(queue_status(0, 0, 0), 43, t0);
+        s.frame(queue_status(0, 0, 0), t0);
         assert!(writes(&s.submit(1, text(1, false), t0)).is_empty());
-        assert_eq!(writes(&s.frame(queue_status(0, 3, 0), 43, t0)).len(), 1);
+        assert_eq!(writes(&s.frame(queue_status(0, 3, 0), t0)).len(), 1);
     }
 
     #[test]
@@ -1193,15 +1194,11 @@ mod tests {
     fn a_reboot_restarts_the_handshake() {
         let t0 = Instant::now();
         let mut s = ready(t0);
-        let out = s.frame(
-            from_radio(from_radio::PayloadVariant::Rebooted(true)),
-            77,
-            t0,
-        );
+        let out = s.frame(from_radio(from_radio::PayloadVariant::Rebooted(true)), t0);
         assert!(matches!(out[0], Output::Rebooted));
         assert_eq!(
             writes(&out)[0].payload_variant,
-            Some(to_radio::PayloadVariant::WantConfigId(77))
+            Some(to_radio::PayloadVariant::WantConfigId(43))
         );
         assert!(!s.is_ready());
     }
@@ -1224,7 +1221,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = ready(t0);
         for junk in [&b"\xff\xff\xff"[..], b"\x12\x05\x01", b"\x12\x02\x22\x00"] {
-            let out = s.frame(Bytes::copy_from_slice(junk), 43, t0);
+            let out = s.frame(Bytes::copy_from_slice(junk), t0);
             assert!(
                 matches!(&out[..], [Output::Undecodable(_)]),
                 "{junk:?}: {out:?}"
@@ -1260,15 +1257,14 @@ mod tests {
             ));
         }
         for item in items {
-            s.frame(from_radio(item), 43, t0);
+            s.frame(from_radio(item), t0);
         }
         s.frame(
             from_radio(from_radio::PayloadVariant::ConfigCompleteId(42)),
-            43,
             t0,
         );
         s.tick(t0);
-        s.frame(queue_status(0, 16, 0), 43, t0);
+        s.frame(queue_status(0, 16, 0), t0);
         s
     }
 
@@ -1313,9 +1309,9 @@ mod tests {
         assert_eq!((inner.from, inner.id, inner.hop_limit), (0x1111, 500, 1));
         // The answer to the heartbeat after it confirms it; the radio handing the broadcast
         // back as received is recognised as our own relay.
-        let out = s.frame(queue_status(0, 16, 0), 43, t0);
+        let out = s.frame(queue_status(0, 16, 0), t0);
         assert_eq!(outcomes(&out), vec![(9, DeliveryStatus::Delivered)]);
-        let out = s.frame(received(&p), 43, t0);
+        let out = s.frame(received(&p), t0);
         assert!(out.is_empty(), "{out:?}");
     }
 
@@ -1341,14 +1337,14 @@ mod tests {
                 },
             ))
         };
-        let out = s.frame(msg("msh/2/e/LongFast/!0a0b0c0d", env.clone()), 43, t0);
+        let out = s.frame(msg("msh/2/e/LongFast/!0a0b0c0d", env.clone()), t0);
         let [Output::Uplink { packet, channel }] = &out[..] else {
             panic!("{out:?}")
         };
         assert_eq!((packet.from().get(), packet.id().get()), (0x1111, 700));
         assert_eq!(channel, "LongFast");
         assert!(
-            s.frame(msg("msh/2/json/LongFast/!0a0b0c0d", env), 43, t0)
+            s.frame(msg("msh/2/json/LongFast/!0a0b0c0d", env), t0)
                 .is_empty()
         );
     }
@@ -1384,7 +1380,7 @@ mod tests {
             w[1].payload_variant,
             Some(to_radio::PayloadVariant::Heartbeat(_))
         ));
-        let out = s.frame(queue_status(0, 16, 0), 43, t0);
+        let out = s.frame(queue_status(0, 16, 0), t0);
         assert_eq!(outcomes(&out), vec![(9, DeliveryStatus::Delivered)]);
     }
 
