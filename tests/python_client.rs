@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use archipel_adapters::radio::{self, Endpoint, RadioConfig, RadioEvent};
+use archipel_adapters::radio::{self, Attachment, RadioConfig, RadioEvent};
 use archipel_e2e::{SimProcess, TEST_WORLD, run_meshtastic};
 
 const CLI_LIMIT: Duration = Duration::from_secs(120);
@@ -41,7 +41,7 @@ fn sendtext_with_ack_over_tcp_is_acknowledged_and_heard_by_another_radio() {
     let b = sim.radio("!0000b001").tcp.clone();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let (link, mut events) = rt.block_on(async {
-        let (link, events) = radio::spawn(RadioConfig::new("b", Endpoint::Tcp(b)));
+        let (link, events) = radio::spawn(RadioConfig::new("b", Attachment::Tcp(b)));
         tokio::time::timeout(Duration::from_secs(30), link.connected())
             .await
             .expect("radio B connected in time")

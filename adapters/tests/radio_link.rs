@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use archipel_adapters::radio::{
-    self, Endpoint, LinkCounters, RadioConfig, RadioEvent, RadioHandle,
+    self, Attachment, LinkCounters, RadioConfig, RadioEvent, RadioHandle,
 };
 use archipel_adapters::sim::{SimConfig, Simulator};
 use bytes::Bytes;
@@ -58,7 +58,7 @@ fn tcp_of(sim: &Simulator, node: NodeId) -> std::net::SocketAddr {
         .tcp
 }
 
-fn link(name: &str, endpoint: Endpoint) -> (RadioHandle, mpsc::Receiver<RadioEvent>) {
+fn link(name: &str, endpoint: Attachment) -> (RadioHandle, mpsc::Receiver<RadioEvent>) {
     radio::spawn(RadioConfig {
         backoff_initial: Duration::from_millis(50),
         backoff_max: Duration::from_millis(400),
@@ -122,7 +122,7 @@ async fn send(handle: &RadioHandle, packet: Packet, within: Duration) -> Deliver
 #[tokio::test]
 async fn the_handshake_over_tcp_gives_identity_channels_and_node_db() {
     let sim = start().await;
-    let (handle, _events) = link("a", Endpoint::Tcp(tcp_of(&sim, RADIO_A).to_string()));
+    let (handle, _events) = link("a", Attachment::Tcp(tcp_of(&sim, RADIO_A).to_string()));
     let info = tokio::time::timeout(WAIT, handle.connected())
         .await
         .expect("connected in time")
@@ -147,8 +147,8 @@ async fn the_handshake_over_tcp_gives_identity_channels_and_node_db() {
 #[tokio::test]
 async fn a_broadcast_with_ack_is_delivered_and_heard_by_the_other_radio() {
     let sim = start().await;
-    let (a, _a_events) = link("a", Endpoint::Tcp(tcp_of(&sim, RADIO_A).to_string()));
-    let (b, mut b_events) = link("b", Endpoint::Tcp(tcp_of(&sim, RADIO_B).to_string()));
+    let (a, _a_events) = link("a", Attachment::Tcp(tcp_of(&sim, RADIO_A).to_string()));
+    let (b, mut b_events) = link("b", Attachment::Tcp(tcp_of(&sim, RADIO_B).to_string()));
     a.connected().await.unwrap();
     b.connected().await.unwrap();
     let status = send(&a, text(NodeId::BROADCAST, 0, "hello mesh", true), WAIT).await;
@@ -164,14 +164,17 @@ async fn a_broadcast_with_ack_is_delivered_and_heard_by_the_other_radio() {
 #[tokio::test]
 async fn a_direct_message_is_delivered_only_on_the_destinations_ack() {
     let sim = start().await;
-    let (a, _events) = link("a", Endpoint::Tcp(tcp_of(&sim, RADIO_A).to_string()));
+    let (a, _events) = link("a", Attachment::Tcp(tcp_of(&sim, RADIO_A).to_string()));
     a.connected().await.unwrap();
     let status = send(&a, text(CAROL, 0, "are you there, Carol?", true), WAIT).await;
     assert_eq!(status, DeliveryStatus::Delivered);
     // A node that is not on the mesh never answers: the radio gives up with a NAK.
     let nobody = text(NodeId::new(0x0bad_0bad), 0, "anyone?", true);
     let status = send(&a, nobody, Duration::from_secs(60)).await;
-    assert!(matches!(status, DeliveryStatus::Retry { .. }), "{status:?}");
+    assert!(
+        matches!(status, DeliveryStatus::Failed { .. }),
+        "{status:?}"
+    );
     a.shutdown().await;
     sim.shutdown().await;
 }
@@ -179,7 +182,7 @@ async fn a_direct_message_is_delivered_only_on_the_destinations_ack() {
 #[tokio::test]
 async fn texts_from_the_mesh_arrive_on_their_channel() {
     let sim = start().await;
-    let (a, mut events) = link("a", Endpoint::Tcp(tcp_of(&sim, RADIO_A).to_string()));
+    let (a, mut events) = link("a", Attachment::Tcp(tcp_of(&sim, RADIO_A).to_string()));
     a.connected().await.unwrap();
     sim.send_text(CAROL, NodeId::BROADCAST, 1, "ops: generator fuelled")
         .unwrap();
@@ -193,7 +196,7 @@ async fn texts_from_the_mesh_arrive_on_their_channel() {
 #[tokio::test]
 async fn the_link_reconnects_after_being_kicked_off() {
     let sim = start().await;
-    let (a, mut events) = link("a", Endpoint::Tcp(tcp_of(&sim, RADIO_A).to_string()));
+    let (a, mut events) = link("a", Attachment::Tcp(tcp_of(&sim, RADIO_A).to_string()));
     a.connected().await.unwrap();
     sim.kick_client(RADIO_A);
     expect_reconnect(&mut events).await;
@@ -209,7 +212,7 @@ async fn the_link_reconnects_after_being_kicked_off() {
 async fn the_link_reconnects_after_the_radio_restarts() {
     let sim = start().await;
     let port = tcp_of(&sim, RADIO_A).port();
-    let (a, mut events) = link("a", Endpoint::Tcp(format!("127.0.0.1:{port}")));
+    let (a, mut events) = link("a", Attachment::Tcp(format!("127.0.0.1:{port}")));
     a.connected().await.unwrap();
     sim.shutdown().await;
     expect_event(&mut events, "disconnect", |ev| {
@@ -248,7 +251,7 @@ fn random_noise(len: usize) -> Vec<u8> {
 #[tokio::test]
 async fn garbage_truncated_and_oversize_frames_are_counted_and_skipped() {
     let sim = start().await;
-    let (a, mut events) = link("a", Endpoint::Tcp(tcp_of(&sim, RADIO_A).to_string()));
+    let (a, mut events) = link("a", Attachment::Tcp(tcp_of(&sim, RADIO_A).to_string()));
     a.connected().await.unwrap();
     let mut junk = random_noise(2000);
     junk.push(b'\n');
@@ -289,7 +292,7 @@ async fn over_a_pseudo_terminal_the_link_handshakes_sends_and_receives() {
         .expect("radio A has a pseudo-terminal");
     let (a, mut events) = link(
         "a-serial",
-        Endpoint::Serial {
+        Attachment::Serial {
             path: pty,
             baud: 115_200,
         },
@@ -314,7 +317,7 @@ async fn a_radio_that_keeps_kicking_the_link_off_is_retried_with_growing_delays(
     // Another client taking the single TCP slot over and over (a phone app, a second
     // gateway): connections that die at once must not be retried in a tight loop.
     let sim = start().await;
-    let (a, mut events) = link("a", Endpoint::Tcp(tcp_of(&sim, RADIO_A).to_string()));
+    let (a, mut events) = link("a", Attachment::Tcp(tcp_of(&sim, RADIO_A).to_string()));
     a.connected().await.unwrap();
     let mut delays = Vec::new();
     for _ in 0..4 {

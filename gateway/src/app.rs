@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use archipel_adapters::radio::{self, Endpoint, RadioConfig, RadioEvent, RadioHandle, RadioInfo};
+use archipel_adapters::radio::{self, Attachment, RadioConfig, RadioEvent, RadioHandle, RadioInfo};
 use mesh_core::{Class, Governor, NodeId, Packet, PacketId, proto};
 use prost::Message;
 use tokio::sync::{Notify, broadcast, mpsc, watch};
@@ -228,8 +228,8 @@ impl Gateway {
         let mut tasks = Vec::new();
         for (i, r) in config.radios.iter().enumerate() {
             let endpoint = match (&r.tcp, &r.serial) {
-                (Some(addr), _) => Endpoint::Tcp(addr.clone()),
-                (None, Some(path)) => Endpoint::Serial {
+                (Some(addr), _) => Attachment::Tcp(addr.clone()),
+                (None, Some(path)) => Attachment::Serial {
                     path: path.clone(),
                     baud: r.baud,
                 },

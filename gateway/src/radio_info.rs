@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use archipel_adapters::radio::{self, Endpoint, RadioConfig, RadioEvent, RadioInfo};
+use archipel_adapters::radio::{self, Attachment, RadioConfig, RadioEvent, RadioInfo};
 use mesh_core::proto::{self, channel::Role};
 use mesh_core::{ChannelKey, NodeId};
 
@@ -13,8 +13,8 @@ use crate::RadioArgs;
 /// Connects, waits for the handshake, prints the radio's info.
 pub async fn run(args: RadioArgs) -> anyhow::Result<()> {
     let endpoint = match (args.tcp, args.serial) {
-        (Some(host), None) => Endpoint::Tcp(with_default_port(&host)),
-        (None, Some(path)) => Endpoint::Serial {
+        (Some(host), None) => Attachment::Tcp(with_default_port(&host)),
+        (None, Some(path)) => Attachment::Serial {
             path,
             baud: args.baud,
         },

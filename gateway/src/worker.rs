@@ -183,7 +183,12 @@ impl RadioWorker {
                 });
                 Flow::Next
             }
-            DeliveryStatus::Retry { reason } => {
+            DeliveryStatus::Unreachable { reason } => {
+                // Not the message's fault: it waits, uncounted, for the radio to be back.
+                info!(radio = %self.name, %reason, "radio unreachable; the queue waits");
+                Flow::Backoff(Instant::now() + Duration::from_secs(1))
+            }
+            DeliveryStatus::Failed { reason } => {
                 if row.attempts + 1 >= self.max_attempts {
                     self.set_aside(
                         &row,

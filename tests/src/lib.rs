@@ -521,7 +521,7 @@ pub struct MeshClient {
 impl MeshClient {
     /// Connects to the radio at `tcp` and waits (at most `limit`) for the handshake.
     pub fn connect(what: &str, tcp: &str, limit: Duration) -> MeshClient {
-        use archipel_adapters::radio::{self, Endpoint, RadioConfig, RadioEvent};
+        use archipel_adapters::radio::{self, Attachment, RadioConfig, RadioEvent};
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -532,7 +532,7 @@ impl MeshClient {
             radio::spawn(RadioConfig {
                 backoff_initial: Duration::from_millis(50),
                 backoff_max: Duration::from_millis(300),
-                ..RadioConfig::new(what, Endpoint::Tcp(tcp.to_owned()))
+                ..RadioConfig::new(what, Attachment::Tcp(tcp.to_owned()))
             })
         };
         let (tx, packets) = mpsc::channel();

@@ -34,9 +34,10 @@ use super::noise::NoiseLog;
 use super::state::{Output, SendToken, Session, SessionConfig};
 use crate::codec::{StreamCodec, StreamItem};
 
-/// Where a radio is attached.
+/// How a radio is attached: by TCP or by a serial port. (Not a gateway endpoint: that is
+/// any outside world the router joins, of which a radio is one kind.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
+pub enum Attachment {
     /// The stream API over TCP (`host:port`, port 4403 on real devices).
     Tcp(String),
     /// The stream API over a serial port (USB), 115200 baud on real devices.
@@ -48,19 +49,19 @@ pub enum Endpoint {
     },
 }
 
-impl Endpoint {
+impl Attachment {
     /// True for serial links, where the firmware's text log arrives between frames and a
     /// clean close sends `disconnect`.
     pub fn is_serial(&self) -> bool {
-        matches!(self, Endpoint::Serial { .. })
+        matches!(self, Attachment::Serial { .. })
     }
 }
 
-impl fmt::Display for Endpoint {
+impl fmt::Display for Attachment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Endpoint::Tcp(addr) => write!(f, "tcp://{addr}"),
-            Endpoint::Serial { path, .. } => write!(f, "serial:{}", path.display()),
+            Attachment::Tcp(addr) => write!(f, "tcp://{addr}"),
+            Attachment::Serial { path, .. } => write!(f, "serial:{}", path.display()),
         }
     }
 }
@@ -71,7 +72,7 @@ pub struct RadioConfig {
     /// The operator's name for this radio; every log line of the link carries it.
     pub name: String,
     /// Where the radio is.
-    pub endpoint: Endpoint,
+    pub attachment: Attachment,
     /// Session timings (handshake, heartbeat, ACK).
     pub session: SessionConfig,
     /// Time allowed to open the port or TCP connection.
@@ -85,11 +86,11 @@ pub struct RadioConfig {
 }
 
 impl RadioConfig {
-    /// Defaults for a radio at `endpoint`.
-    pub fn new(name: impl Into<String>, endpoint: Endpoint) -> RadioConfig {
+    /// Defaults for a radio attached by `attachment`.
+    pub fn new(name: impl Into<String>, attachment: Attachment) -> RadioConfig {
         RadioConfig {
             name: name.into(),
-            endpoint,
+            attachment,
             session: SessionConfig::default(),
             connect_timeout: Duration::from_secs(10),
             backoff_initial: Duration::from_secs(1),
@@ -226,10 +227,10 @@ impl RadioHandle {
             .await
             .is_err()
         {
-            return DeliveryStatus::retry(LinkStopped(self.name.to_string()).to_string());
+            return DeliveryStatus::unreachable(LinkStopped(self.name.to_string()).to_string());
         }
         outcome.await.unwrap_or_else(|_| {
-            DeliveryStatus::retry(LinkStopped(self.name.to_string()).to_string())
+            DeliveryStatus::unreachable(LinkStopped(self.name.to_string()).to_string())
         })
     }
 
@@ -252,10 +253,10 @@ impl RadioHandle {
             reply,
         };
         if self.commands.send(cmd).await.is_err() {
-            return DeliveryStatus::retry(LinkStopped(self.name.to_string()).to_string());
+            return DeliveryStatus::unreachable(LinkStopped(self.name.to_string()).to_string());
         }
         outcome.await.unwrap_or_else(|_| {
-            DeliveryStatus::retry(LinkStopped(self.name.to_string()).to_string())
+            DeliveryStatus::unreachable(LinkStopped(self.name.to_string()).to_string())
         })
     }
 
@@ -295,7 +296,7 @@ pub fn spawn(config: RadioConfig) -> (RadioHandle, mpsc::Receiver<RadioEvent>) {
     let (events, event_rx) = mpsc::channel(1024);
     let (info_tx, info) = watch::channel(None);
     let counters = Arc::new(LinkCounters::default());
-    let span = info_span!("radio", name = %config.name, at = %config.endpoint);
+    let span = info_span!("radio", name = %config.name, at = %config.attachment);
     let link = Link {
         backoff: Backoff::new(
             config.backoff_initial,
@@ -328,14 +329,14 @@ pub fn spawn(config: RadioConfig) -> (RadioHandle, mpsc::Receiver<RadioEvent>) {
 trait Port: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Port for T {}
 
-async fn open(endpoint: &Endpoint) -> std::io::Result<Pin<Box<dyn Port>>> {
-    match endpoint {
-        Endpoint::Tcp(addr) => {
+async fn open(attachment: &Attachment) -> std::io::Result<Pin<Box<dyn Port>>> {
+    match attachment {
+        Attachment::Tcp(addr) => {
             let stream = tokio::net::TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
             Ok(Box::pin(stream))
         }
-        Endpoint::Serial { path, baud } => {
+        Attachment::Serial { path, baud } => {
             let builder = tokio_serial::new(path.to_string_lossy(), *baud);
             let port = tokio_serial::SerialStream::open(&builder).map_err(std::io::Error::other)?;
             Ok(Box::pin(port))
@@ -353,7 +354,7 @@ enum Ended {
 
 /// The task state of one radio link.
 struct Link {
-    /// Name, endpoint and timings.
+    /// Name, attachment and timings.
     config: RadioConfig,
     /// The protocol decisions.
     session: Session,
@@ -422,7 +423,7 @@ impl Link {
         let outputs = self.session.disconnected("link stopped");
         self.apply_offline(outputs);
         for (_, reply) in self.replies.drain() {
-            let _ = reply.send(DeliveryStatus::retry("radio link stopped"));
+            let _ = reply.send(DeliveryStatus::unreachable("radio link stopped"));
         }
         info!("radio link stopped");
     }
@@ -499,8 +500,8 @@ impl Link {
 
     /// One connection from open to close. Returns why it ended and how long it was up.
     async fn connect_once(&mut self) -> (Ended, Option<Duration>) {
-        let endpoint = self.config.endpoint.clone();
-        let open = tokio::time::timeout(self.config.connect_timeout, open(&endpoint));
+        let attachment = self.config.attachment.clone();
+        let open = tokio::time::timeout(self.config.connect_timeout, open(&attachment));
         tokio::pin!(open);
         let opened = loop {
             tokio::select! {
@@ -534,7 +535,7 @@ impl Link {
             Err(e) => Ended::Lost(e),
             Ok(()) => self.serve(&mut framed).await,
         };
-        if matches!(ended, Ended::Shutdown) && self.config.endpoint.is_serial() {
+        if matches!(ended, Ended::Shutdown) && self.config.attachment.is_serial() {
             let _ = framed.send(Session::goodbye()).await;
         }
         // Only a connection that completed its handshake counts towards forgiving the backoff.

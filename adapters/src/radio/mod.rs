@@ -15,5 +15,5 @@ pub mod noise;
 pub mod state;
 
 pub use info::RadioInfo;
-pub use link::{Endpoint, LinkCounters, RadioConfig, RadioEvent, RadioHandle, spawn};
+pub use link::{Attachment, LinkCounters, RadioConfig, RadioEvent, RadioHandle, spawn};
 pub use state::{SessionConfig, SessionError};

@@ -388,7 +388,7 @@ impl Session {
         } else if self.pending.len() >= self.config.max_pending {
             out.push(Output::Outcome {
                 token,
-                status: DeliveryStatus::retry("radio link queue is full"),
+                status: DeliveryStatus::unreachable("radio link queue is full"),
             });
         } else {
             self.pending.push_back(Queued { token, item });
@@ -496,7 +496,7 @@ impl Session {
             };
             out.push(Output::Outcome {
                 token: f.token,
-                status: DeliveryStatus::retry(format!(
+                status: DeliveryStatus::failed(format!(
                     "radio did not {what} within {}s",
                     self.config.queue_status_timeout.as_secs()
                 )),
@@ -513,7 +513,7 @@ impl Session {
             let a = self.awaiting_ack.remove(&id).expect("listed above");
             out.push(Output::Outcome {
                 token: a.token,
-                status: DeliveryStatus::retry(format!(
+                status: DeliveryStatus::failed(format!(
                     "no ACK from the mesh within {}s",
                     ack_timeout.as_secs()
                 )),
@@ -644,7 +644,7 @@ impl Session {
         }
         let f = self.in_flight.take().expect("checked above");
         let status = if qs.res != 0 {
-            DeliveryStatus::retry(format!("radio refused to queue it (code {})", qs.res))
+            DeliveryStatus::failed(format!("radio refused to queue it (code {})", qs.res))
         } else if want_ack {
             self.awaiting_ack.insert(
                 id,
@@ -794,17 +794,19 @@ impl Session {
         });
     }
 
+    /// The connection (or the radio) went away under what was written: the radio may or may
+    /// not have it, which is no fault of the message, so it waits for the next connection.
     fn fail_unconfirmed(&mut self, reason: &str, out: &mut Vec<Output>) {
         if let Some(f) = self.in_flight.take() {
             out.push(Output::Outcome {
                 token: f.token,
-                status: DeliveryStatus::retry(reason),
+                status: DeliveryStatus::unreachable(reason),
             });
         }
         for (_, a) in self.awaiting_ack.drain() {
             out.push(Output::Outcome {
                 token: a.token,
-                status: DeliveryStatus::retry(reason),
+                status: DeliveryStatus::unreachable(reason),
             });
         }
     }
@@ -814,10 +816,10 @@ impl Session {
 /// NAKs, split into the ones worth retrying and the ones that will fail again.
 fn ack_status(payload: &[u8]) -> DeliveryStatus {
     let Ok(routing) = proto::Routing::decode(payload) else {
-        return DeliveryStatus::retry("undecodable routing answer");
+        return DeliveryStatus::failed("undecodable routing answer");
     };
     let Some(routing::Variant::ErrorReason(code)) = routing.variant else {
-        return DeliveryStatus::retry("routing answer without an error reason");
+        return DeliveryStatus::failed("routing answer without an error reason");
     };
     use routing::Error as E;
     let error = E::try_from(code).unwrap_or(E::None);
@@ -829,7 +831,7 @@ fn ack_status(payload: &[u8]) -> DeliveryStatus {
         E::TooLarge | E::NoChannel | E::BadRequest | E::NotAuthorized | E::PkiUnknownPubkey => {
             DeliveryStatus::rejected(format!("mesh refused it: {name}"))
         }
-        _ => DeliveryStatus::retry(format!("mesh did not deliver it: {name}")),
+        _ => DeliveryStatus::failed(format!("mesh did not deliver it: {name}")),
     }
 }
 
@@ -838,7 +840,7 @@ fn ack_status(payload: &[u8]) -> DeliveryStatus {
 /// was encrypted with (rejected: the radio would drop it silently).
 fn relay_refusal(info: &RadioInfo, relay: &Relay) -> Option<DeliveryStatus> {
     if let Err(why) = info.accepts_relay_on(&relay.channel) {
-        return Some(DeliveryStatus::retry(format!(
+        return Some(DeliveryStatus::unreachable(format!(
             "radio cannot take relayed traffic: {why}"
         )));
     }
@@ -1132,7 +1134,7 @@ mod tests {
         let out = s.frame(routing_reply(100, routing::Error::MaxRetransmit), t0);
         let (_, status) = &outcomes(&out)[0];
         assert!(
-            matches!(status, DeliveryStatus::Retry { reason } if reason.contains("MAX_RETRANSMIT"))
+            matches!(status, DeliveryStatus::Failed { reason } if reason.contains("MAX_RETRANSMIT"))
         );
         s.submit(8, text(101, true), t0 + Duration::from_secs(3));
         s.frame(queue_status(0, 15, 101), t0);
@@ -1176,7 +1178,7 @@ mod tests {
         let mut s = ready(t0);
         s.submit(1, text(1, false), t0);
         let out = s.tick(t0 + Duration::from_secs(10));
-        assert!(matches!(outcomes(&out)[0].1, DeliveryStatus::Retry { .. }));
+        assert!(matches!(outcomes(&out)[0].1, DeliveryStatus::Failed { .. }));
     }
 
     #[test]
@@ -1391,7 +1393,7 @@ mod tests {
         let out = s.relay(9, relayed(0x1111, 500), "LongFast", NodeId::new(1), 0, t0);
         let (_, status) = &outcomes(&out)[0];
         assert!(
-            matches!(status, DeliveryStatus::Retry { reason } if reason.contains("mqtt.proxy_to_client_enabled")),
+            matches!(status, DeliveryStatus::Unreachable { reason } if reason.contains("mqtt.proxy_to_client_enabled")),
             "{status:?}"
         );
     }
@@ -1403,7 +1405,7 @@ mod tests {
         s.relay(9, relayed(0x1111, 500), "LongFast", NodeId::new(1), 0, t0);
         let out = s.tick(t0 + Duration::from_secs(10));
         assert!(
-            matches!(&outcomes(&out)[0].1, DeliveryStatus::Retry { reason } if reason.contains("relayed"))
+            matches!(&outcomes(&out)[0].1, DeliveryStatus::Unreachable { reason } if reason.contains("relayed"))
         );
     }
 
