@@ -1405,7 +1405,7 @@ mod tests {
         s.relay(9, relayed(0x1111, 500), "LongFast", NodeId::new(1), 0, t0);
         let out = s.tick(t0 + Duration::from_secs(10));
         assert!(
-            matches!(&outcomes(&out)[0].1, DeliveryStatus::Unreachable { reason } if reason.contains("relayed"))
+            matches!(&outcomes(&out)[0].1, DeliveryStatus::Failed { reason } if reason.contains("relayed"))
         );
     }
 
