@@ -56,10 +56,12 @@ impl RadioSection {
     }
 }
 
-/// The duty cycle a region allows by law, when it has one (percent).
+/// The duty cycle a region allows by law, when it has one (percent), as the firmware's region
+/// table has it (`RadioInterface.cpp`, `RDEF(..., duty_cycle, ...)`).
 pub fn region_duty_cycle(region: &str) -> Option<f64> {
     match region {
-        "EU_868" | "EU_433" | "UA_868" | "UA_433" => Some(10.0),
+        "EU_868" | "EU_433" | "UA_433" | "TH" => Some(10.0),
+        "UA_868" => Some(1.0),
         _ => None,
     }
 }
@@ -175,6 +177,28 @@ pub fn check(radios: &[RadioSection], p: &mut Vec<Problem>) {
                     ),
                 ));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duty_cycles_follow_the_firmware_region_table() {
+        // meshtastic/firmware src/mesh/RadioInterface.cpp, the duty_cycle column of RDEF.
+        for (region, duty) in [
+            ("EU_868", Some(10.0)),
+            ("EU_433", Some(10.0)),
+            ("UA_433", Some(10.0)),
+            ("UA_868", Some(1.0)),
+            ("TH", Some(10.0)),
+            ("US", None),
+            ("ANZ", None),
+            ("RU", None),
+        ] {
+            assert_eq!(region_duty_cycle(region), duty, "{region}");
         }
     }
 }

@@ -215,6 +215,11 @@ fn region_and_preset_may_come_from_the_radio() {
         Some(10.0),
         "configured region"
     );
+    assert_eq!(
+        c.governor_in(south, Some("UA_868")).duty_cycle_percent,
+        Some(1.0),
+        "the reported region wins"
+    );
     let s = c.summary();
     assert!(s.contains("radio north at 127.0.0.1:4403: region and preset from the radio, duty cycle of the radio's region"), "{s}");
     assert!(
