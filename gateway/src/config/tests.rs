@@ -355,3 +355,43 @@ fn endpoints_of_every_kind_are_listed_with_their_kind() {
         "{e}"
     );
 }
+
+/// The example config, with the commented blocks that start with one of `starts` switched on.
+fn example(starts: &[&str]) -> String {
+    let mut out = String::new();
+    let mut on = false;
+    for line in include_str!("../../../deploy/gateway.toml").lines() {
+        on = (on || starts.contains(&line)) && !line.trim().is_empty();
+        out += if on {
+            line.strip_prefix("# ").unwrap_or(line)
+        } else {
+            line
+        };
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn the_example_config_is_valid_as_shipped_and_with_its_broker() {
+    let c = Config::from_toml(&example(&[])).unwrap();
+    assert!(c.mqtt.is_empty() && c.channels.is_empty());
+    let dir = TempDir::new("example");
+    let pass = dir.write("mqtt.pass", "example\n");
+    let ca = dir.write(
+        "ca.pem",
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    );
+    let text = example(&["# [[mqtt]]", "# [[channel]]", "# [[route]]"])
+        .replace("/etc/archipel/mqtt.pass", &pass.display().to_string())
+        .replace("/etc/archipel/broker-ca.pem", &ca.display().to_string());
+    let c = Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let m = c.mqtt_section("broker").expect("the broker block is on");
+    assert!(m.password.is_some() && m.tls.is_some());
+    assert_eq!(
+        (m.rate_per_node, m.burst_per_node),
+        (DEFAULT_RATE_PER_NODE, DEFAULT_BURST_PER_NODE)
+    );
+    assert!(c.channel_table().contains("Fr_BlaBla"));
+    assert_eq!(c.routes.len(), 3);
+}
