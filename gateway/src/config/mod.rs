@@ -143,7 +143,7 @@ impl<'a> EndpointSection<'a> {
 
 impl Config {
     /// Reads `path`, applies the process's `ARCHIPEL_` overrides, reads the files the config
-    /// names (passwords, CA certificates), and validates.
+    /// names (passwords, CA certificates, serial device links), and validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         Self::load_with_env(path, std::env::vars_os())
     }
@@ -197,6 +197,7 @@ impl Config {
             }
         };
         mqtt::read_files(&mut config.mqtt, &mut problems);
+        radio::check_devices(&config.radios, &mut problems);
         if let Err(ConfigError::Invalid { problems: found }) = config.validate() {
             problems.extend(found);
         }

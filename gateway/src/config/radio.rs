@@ -181,6 +181,35 @@ pub fn check(radios: &[RadioSection], p: &mut Vec<Problem>) {
     }
 }
 
+/// Checks, on disk, that no two radios name one serial device by different paths (a
+/// `/dev/serial/by-id/` link and the `/dev/ttyUSB0` it points to). Paths that do not resolve
+/// (a radio not plugged in yet) are compared as written, by [`check`].
+pub fn check_devices(radios: &[RadioSection], p: &mut Vec<Problem>) {
+    let mut seen: HashMap<PathBuf, (usize, &PathBuf)> = HashMap::new();
+    for (i, r) in radios.iter().enumerate() {
+        let Some(path) = &r.serial else { continue };
+        let Ok(real) = std::fs::canonicalize(path) else {
+            continue;
+        };
+        match seen.get(&real) {
+            Some((j, other)) if *other != path => p.push(Problem::new(
+                format!("{}.serial", key(i, r)),
+                format!(
+                    "`{}` is the device {} of {} (`{}`): one serial port opens once, so the two links would keep failing; attach each radio once",
+                    path.display(),
+                    real.display(),
+                    key(*j, &radios[*j]),
+                    other.display()
+                ),
+            )),
+            Some(_) => {}
+            None => {
+                seen.insert(real, (i, path));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,5 +229,37 @@ mod tests {
         ] {
             assert_eq!(region_duty_cycle(region), duty, "{region}");
         }
+    }
+
+    #[test]
+    fn one_device_under_two_names_is_found_on_disk() {
+        let dir = crate::config::testing::TempDir::new("serial");
+        let device = dir.write("ttyUSB0", "");
+        let link = dir.path().join("usb-Heltec-if00");
+        std::os::unix::fs::symlink(&device, &link).unwrap();
+        let radio = |name: &str, serial: &std::path::Path| RadioSection {
+            name: name.into(),
+            tcp: None,
+            serial: Some(serial.to_path_buf()),
+            baud: 115_200,
+            region: None,
+            preset: None,
+            duty_cycle_percent: None,
+            channels: Vec::new(),
+        };
+        let mut p = Vec::new();
+        check_devices(&[radio("a", &device), radio("b", &link)], &mut p);
+        assert_eq!(p.len(), 1, "{p:?}");
+        let text = p[0].to_string();
+        assert!(
+            text.starts_with("radio[1] (b).serial: ") && text.contains("of radio[0] (a)"),
+            "{text}"
+        );
+        let mut p = Vec::new();
+        check_devices(
+            &[radio("a", &device), radio("b", &dir.path().join("absent"))],
+            &mut p,
+        );
+        assert!(p.is_empty(), "{p:?}");
     }
 }
