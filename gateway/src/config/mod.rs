@@ -7,12 +7,14 @@
 //! [`Psk`](mesh_core::Psk)s, whose `Debug` never shows them: a config can be logged.
 //!
 //! Sections, one file each:
-//! - `[gateway]` (here), `[store]` and `[airtime]` ([`store`]);
-//! - endpoints, whose names are unique across kinds: `[[radio]]` ([`radio`]) and `[[mqtt]]`
-//!   ([`mqtt`]);
+//! - `[gateway]` (here), `[store]` and `[airtime]` (`store.rs`);
+//! - endpoints, whose names are unique across kinds: `[[radio]]` (`radio.rs`) and `[[mqtt]]`
+//!   (`mqtt.rs`);
 //! - channels: every radio's plus `[[channel]]`, one [`ChannelTable`] for every kind
-//!   ([`channel`]);
-//! - `[[route]]` between endpoints of any kind ([`route`]).
+//!   (`channel.rs`);
+//! - `[[route]]` between endpoints of any kind (`route.rs`);
+//! - secrets (`secret.rs`), `ARCHIPEL_` overrides (`env.rs`), errors (`error.rs`), shared
+//!   value shapes (`syntax.rs`) and the `check-config` summary (`summary.rs`).
 
 mod channel;
 mod env;
