@@ -253,7 +253,8 @@ impl Gateway {
                 radio: handle.clone(),
                 store: store.clone(),
                 governor: Governor::new(config.governor(r)),
-                preset: r.preset,
+                // Until the radio's own preset is read from its handshake: the firmware's default.
+                preset: r.preset.unwrap_or_default(),
                 gateway: config.gateway.id,
                 router: router.clone(),
                 max_attempts: config.store.max_attempts,

@@ -76,8 +76,8 @@ pub fn gateway_config(
             tcp: Some(r.tcp.to_string()),
             serial: None,
             baud: 115_200,
-            region: mesh.region.clone(),
-            preset: mesh.preset,
+            region: Some(mesh.region.clone()),
+            preset: Some(mesh.preset),
             duty_cycle_percent: None,
             channels,
         });
@@ -118,6 +118,8 @@ pub fn gateway_config(
         },
         airtime: AirtimeSection::default(),
         radios: sections,
+        mqtt: Vec::new(),
+        channels: Vec::new(),
         routes,
     };
     config

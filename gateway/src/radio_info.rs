@@ -71,7 +71,7 @@ fn describe_key(psk: &[u8]) -> String {
     match (psk, ChannelKey::from_psk(psk)) {
         (_, ChannelKey::None) => "none (unencrypted)".into(),
         ([1], _) => "default (AQ==, public)".into(),
-        ([n], _) => format!("simple{n} (public)"),
+        ([n], _) => format!("simple{} (public)", n - 1),
         (_, ChannelKey::Aes128(_)) => "AES-128 (private)".into(),
         (_, ChannelKey::Aes256(_)) => "AES-256 (private)".into(),
     }
@@ -193,6 +193,11 @@ mod tests {
     fn private_keys_are_never_printed() {
         assert_eq!(describe_key(&[7u8; 32]), "AES-256 (private)");
         assert_eq!(describe_key(&[1]), "default (AQ==, public)");
+        assert_eq!(
+            describe_key(&[3]),
+            "simple2 (public)",
+            "as the Meshtastic CLI names it"
+        );
         assert_eq!(describe_key(&[]), "none (unencrypted)");
     }
 

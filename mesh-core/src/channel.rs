@@ -18,8 +18,9 @@ pub const DEFAULT_KEY: [u8; 16] = [
     0xd4, 0xf1, 0xbb, 0x3a, 0x20, 0x29, 0x07, 0x59, 0xf0, 0xbc, 0xff, 0xab, 0xcf, 0x4e, 0x69, 0x01,
 ];
 
-/// A channel's pre-shared key as configured (before expansion): 0, 1, 16 or 32 bytes, or an
-/// odd length that the firmware pads. Its `Debug` never shows the key.
+/// A channel's pre-shared key as configured (before expansion). Text parses only to the forms
+/// a radio can hold (1, 16 or 32 bytes); raw bytes from a radio are kept as they come (the
+/// firmware pads odd lengths). Its `Debug` never shows the key.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Psk(Vec<u8>);
 
@@ -56,36 +57,94 @@ impl fmt::Debug for Psk {
     }
 }
 
-/// Why a configured PSK text is not usable.
+/// Why a configured PSK text is not usable. The messages never repeat the text, which may be
+/// a real key with a typo.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "not a channel key: use `default`, `none`, `simple1`..`simple10`, or base64 of 1, 16 or 32 bytes (like `AQ==`)"
-)]
-pub struct PskError;
+pub enum PskError {
+    /// `psk = ""`: the firmware reads an empty key as "no encryption" on a primary channel and
+    /// as "the primary's key" on a secondary one, so neither is guessed.
+    #[error(
+        "an empty channel key: write `none` if the channel is meant to be unencrypted (on a radio, a secondary channel with an empty key uses the primary's key: write that key here)"
+    )]
+    Empty,
+    /// `simpleN` with N not a number from 0 to 254.
+    #[error(
+        "`simpleN` takes N from 0 to 254 (`simple0`..`simple254`), as the Meshtastic CLI does: simple0 is the default key (AQ==), simple1 is key byte 2, and so on"
+    )]
+    Simple,
+    /// `random` (a CLI word): the gateway must hold the radio's key, not a new one.
+    #[error(
+        "`random` makes a new key, but the gateway needs the radio's own: generate one (`openssl rand -base64 32`), set it on the radio and write it here"
+    )]
+    Random,
+    /// Neither a word, nor hex, nor base64.
+    #[error(
+        "not a channel key: use `default`, `none`, `simple0`..`simple254`, or base64 of 1, 16 or 32 bytes (like `AQ==`; `base64:` and `0x` hex prefixes as the Meshtastic CLI writes them also work)"
+    )]
+    Unreadable,
+    /// A key of a length the radios do not use.
+    #[error(
+        "a channel key of {0} bytes: a key is 16 bytes (AES-128) or 32 bytes (AES-256), or 1 byte for the shortcuts (`AQ==` is the default key)"
+    )]
+    Length(usize),
+}
 
 impl FromStr for Psk {
     type Err = PskError;
 
-    /// Accepts the words the apps use (`default`, `none`, `simpleN`) or base64.
+    /// Accepts what the Meshtastic CLI's `--ch-set psk` accepts (`meshtastic.util.fromPSK`)
+    /// except `random`: `default`, `none`, `simpleN` (key byte N+1), `0x` hex, `base64:`
+    /// and plain base64, of 1, 16 or 32 bytes.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
+        let bytes = match s {
+            "" => return Err(PskError::Empty),
             "default" => return Ok(Psk(vec![1])),
             "none" => return Ok(Psk(vec![0])),
-            _ => {}
-        }
-        if let Some(n) = s.strip_prefix("simple") {
-            let n: u8 = n.parse().map_err(|_| PskError)?;
-            if (1..=10).contains(&n) {
-                return Ok(Psk(vec![n]));
+            "random" => return Err(PskError::Random),
+            _ => {
+                if let Some(n) = s.strip_prefix("simple") {
+                    return simple(n).map(|b| Psk(vec![b]));
+                }
+                if let Some(hex) = s.strip_prefix("0x") {
+                    from_hex(hex).ok_or(PskError::Unreadable)?
+                } else {
+                    let b64 = s.strip_prefix("base64:").unwrap_or(s);
+                    BASE64.decode(b64).map_err(|_| PskError::Unreadable)?
+                }
             }
-            return Err(PskError);
+        };
+        match bytes.len() {
+            1 | 16 | 32 => Ok(Psk(bytes)),
+            n => Err(PskError::Length(n)),
         }
-        let bytes = BASE64.decode(s).map_err(|_| PskError)?;
-        if bytes.len() > 32 {
-            return Err(PskError);
-        }
-        Ok(Psk(bytes))
     }
+}
+
+/// The key byte of `simpleN`: N+1, for N from 0 to 254 (digits only, as the CLI requires).
+fn simple(n: &str) -> Result<u8, PskError> {
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(PskError::Simple);
+    }
+    n.parse::<u8>()
+        .ok()
+        .and_then(|n| n.checked_add(1))
+        .ok_or(PskError::Simple)
+}
+
+/// Hex digits, two per byte (the CLI also takes an odd count, with a leading zero implied).
+fn from_hex(hex: &str) -> Option<Vec<u8>> {
+    let padded = if hex.len() % 2 == 1 {
+        format!("0{hex}")
+    } else {
+        hex.to_owned()
+    };
+    if padded.is_empty() || !padded.is_ascii() {
+        return None;
+    }
+    (0..padded.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&padded[i..i + 2], 16).ok())
+        .collect()
 }
 
 impl<'de> serde::Deserialize<'de> for Psk {
@@ -240,12 +299,86 @@ mod tests {
         assert_eq!("AQ==".parse::<Psk>().unwrap(), Psk::default_key());
         assert_eq!("default".parse::<Psk>().unwrap(), Psk::default_key());
         assert_eq!("none".parse::<Psk>().unwrap().expand(), ChannelKey::None);
-        assert_eq!("simple2".parse::<Psk>().unwrap().as_bytes(), &[2]);
-        assert!("simple11".parse::<Psk>().is_err());
+        assert_eq!("simple2".parse::<Psk>().unwrap().as_bytes(), &[3]);
         assert!("not base64!".parse::<Psk>().is_err());
         let secret: Psk = "1PG7OiApB1nwvP+rz05pAQ==".parse().unwrap();
         assert!(!format!("{secret:?}").contains("1PG7"));
         assert!(!format!("{:?}", secret.expand()).contains("212"));
+    }
+
+    #[test]
+    fn simple_n_is_key_byte_n_plus_one_as_the_meshtastic_cli_reads_it() {
+        // meshtastic/python `util.fromPSK`: `bytes([int(valstr[6:]) + 1])`, N in 0..=254.
+        assert_eq!("simple0".parse::<Psk>().unwrap(), Psk::default_key());
+        assert_eq!("simple1".parse::<Psk>().unwrap().as_bytes(), &[2]);
+        assert_eq!("simple10".parse::<Psk>().unwrap().as_bytes(), &[11]);
+        assert_eq!("simple11".parse::<Psk>().unwrap().as_bytes(), &[12]);
+        assert_eq!("simple254".parse::<Psk>().unwrap().as_bytes(), &[255]);
+        for bad in [
+            "simple255",
+            "simple-1",
+            "simple",
+            "simplex",
+            "simple+1",
+            "simple 1",
+        ] {
+            let e = bad.parse::<Psk>().unwrap_err().to_string();
+            assert!(
+                e.contains("simple0") && e.contains("simple254"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_psk_is_refused_with_a_pointer_to_none() {
+        let e = "".parse::<Psk>().unwrap_err().to_string();
+        assert!(e.contains("`none`"), "{e}");
+    }
+
+    #[test]
+    fn only_keys_of_1_16_or_32_bytes_parse_as_the_message_says() {
+        for len in [1usize, 16, 32] {
+            let text = BASE64.encode(vec![7u8; len]);
+            assert_eq!(text.parse::<Psk>().unwrap().as_bytes().len(), len);
+        }
+        for len in [2usize, 5, 15, 17, 24, 31, 33] {
+            let e = BASE64
+                .encode(vec![7u8; len])
+                .parse::<Psk>()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("{len} bytes")) && e.contains("16") && e.contains("32"),
+                "{len}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_cli_prefixed_forms_parse_and_errors_never_echo_the_key() {
+        let key = [0x5au8; 16];
+        let b64 = BASE64.encode(key);
+        assert_eq!(
+            format!("base64:{b64}").parse::<Psk>().unwrap().as_bytes(),
+            &key
+        );
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(format!("0x{hex}").parse::<Psk>().unwrap().as_bytes(), &key);
+        assert!("0xzz".parse::<Psk>().is_err());
+        assert!(
+            "random"
+                .parse::<Psk>()
+                .unwrap_err()
+                .to_string()
+                .contains("openssl")
+        );
+        let almost = BASE64.encode([0x5au8; 17]);
+        let e = almost.parse::<Psk>().unwrap_err().to_string();
+        assert!(
+            !e.contains(&almost[..8]),
+            "the key is not in the message: {e}"
+        );
     }
 
     #[test]

@@ -1,0 +1,113 @@
+//! Secrets in the configuration: passwords now, the XMPP component secret and peer keys later.
+//!
+//! A config is logged, printed by `check-config` and shown on the status page, so a secret is
+//! a type of its own whose `Debug` and `Display` print `[redacted]`: forgetting to skip a field
+//! cannot leak it. It is read from a file named in the config (`password_file`), never written
+//! inline, so the TOML itself can be shared when asking for help.
+//!
+//! Hand-rolled rather than the `secrecy` crate: what `secrecy` adds is zeroing on drop, and the
+//! value is handed as a `String` to the protocol libraries (rumqttc's `set_credentials`), which
+//! keep their own copies, so zeroing ours would promise more than it gives.
+
+use std::fmt;
+use std::path::Path;
+
+/// A secret value. Only [`Secret::expose`] gives it out, at the one place that hands it to the
+/// far side.
+#[derive(Clone)]
+pub struct Secret(Box<str>);
+
+impl Secret {
+    /// Wraps a secret (for configs built in code, and tests).
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into().into_boxed_str())
+    }
+
+    /// The secret itself, for the protocol library that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Reads a secret file: its whole content, less one trailing newline (`echo pass > file`
+    /// writes one). The error says what is wrong with the file, never what is in it.
+    pub fn read_file(path: &Path) -> Result<Secret, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "cannot read {}: {e}: the file must exist and be readable by the gateway's user",
+                path.display()
+            )
+        })?;
+        let value = text
+            .strip_suffix("\r\n")
+            .or_else(|| text.strip_suffix('\n'))
+            .unwrap_or(&text);
+        if value.is_empty() {
+            return Err(format!(
+                "{} is empty: write the password in it (and nothing else)",
+                path.display()
+            ));
+        }
+        if value.contains(['\n', '\r']) {
+            return Err(format!(
+                "{} has several lines: write only the password in it",
+                path.display()
+            ));
+        }
+        if value.len() > u16::MAX as usize {
+            return Err(format!(
+                "{} holds {} bytes: MQTT carries at most 65535",
+                path.display(),
+                value.len()
+            ));
+        }
+        Ok(Secret::new(value))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::testing::TempDir;
+
+    #[test]
+    fn a_secret_never_prints() {
+        let s = Secret::new("large4cats");
+        assert_eq!(
+            format!("{s:?} {s} {s:#?}"),
+            "[redacted] [redacted] [redacted]"
+        );
+        assert_eq!(s.expose(), "large4cats");
+    }
+
+    #[test]
+    fn a_secret_file_loses_one_trailing_newline_and_nothing_else() {
+        let dir = TempDir::new("secret");
+        let path = dir.write("pass", " sp ace\n");
+        assert_eq!(Secret::read_file(&path).unwrap().expose(), " sp ace");
+        let path = dir.write("crlf", "x\r\n");
+        assert_eq!(Secret::read_file(&path).unwrap().expose(), "x");
+    }
+
+    #[test]
+    fn bad_secret_files_are_named_without_their_content() {
+        let dir = TempDir::new("secret-bad");
+        let e = Secret::read_file(&dir.path().join("absent")).unwrap_err();
+        assert!(e.contains("absent") && e.contains("cannot read"), "{e}");
+        let e = Secret::read_file(&dir.write("empty", "\n")).unwrap_err();
+        assert!(e.contains("is empty"), "{e}");
+        let e = Secret::read_file(&dir.write("two", "hunter2\nhunter3\n")).unwrap_err();
+        assert!(e.contains("several lines") && !e.contains("hunter"), "{e}");
+    }
+}

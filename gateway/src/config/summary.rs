@@ -1,0 +1,107 @@
+//! The one-screen summary `check-config` and the demo print: what is in force, with every
+//! default filled in, and never a key or a password.
+
+use std::fmt::Write;
+
+use super::Config;
+
+impl Config {
+    /// A one-screen summary of the configuration in force (no keys, no passwords).
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "gateway {} ({})", self.gateway.name, self.gateway.id);
+        let _ = writeln!(
+            s,
+            "store {} (seen-set {} h, at most {} queued per destination)",
+            self.store.path.display(),
+            self.store.seen_window_hours,
+            self.store.max_queue_per_destination
+        );
+        for r in &self.radios {
+            let mode = match (&r.region, r.preset) {
+                (Some(region), Some(preset)) => format!("{region} {preset}"),
+                (Some(region), None) => format!("{region}, preset from the radio"),
+                (None, Some(preset)) => format!("region from the radio, {preset}"),
+                (None, None) => "region and preset from the radio".into(),
+            };
+            let duty = match (self.governor(r).duty_cycle_percent, &r.region) {
+                (Some(d), _) => format!("{d}% duty cycle"),
+                (None, Some(_)) => "no duty-cycle limit".into(),
+                (None, None) => "duty cycle of the radio's region".into(),
+            };
+            let chans: Vec<&str> = r.channels.iter().map(|c| c.name.as_str()).collect();
+            let _ = writeln!(
+                s,
+                "radio {} at {}: {mode}, {duty}, channels {}",
+                r.name,
+                r.attachment(),
+                chans.join(", ")
+            );
+        }
+        for m in &self.mqtt {
+            let tls = m
+                .tls
+                .as_ref()
+                .map(|t| format!(" (TLS, CA {})", t.ca_file.display()))
+                .unwrap_or_default();
+            let user = match (&m.username, &m.password_file) {
+                (Some(u), Some(f)) => format!(", user {u} (password from {})", f.display()),
+                (Some(u), None) => format!(", user {u} (no password)"),
+                _ => ", anonymous".into(),
+            };
+            let mut publishes = Vec::new();
+            if m.encrypted {
+                publishes.push("encrypted envelopes (/2/e/)");
+            }
+            if m.json {
+                publishes.push("JSON (/2/json/)");
+            }
+            let publishes = if publishes.is_empty() {
+                "publishes nothing".into()
+            } else {
+                format!("publishes {}", publishes.join(" and "))
+            };
+            let _ = writeln!(
+                s,
+                "mqtt {} at {}{tls}: root {}, client id {}{user}; {publishes}{}; downlink at most {} a minute per sender, bursts of {}",
+                m.name,
+                m.address,
+                self.mqtt_root(m),
+                self.mqtt_client_id(m),
+                if m.downlink_json {
+                    ", takes JSON sendtext downlink"
+                } else {
+                    ""
+                },
+                m.rate_per_node,
+                m.burst_per_node
+            );
+        }
+        if !self.mqtt.is_empty() || !self.channels.is_empty() {
+            let table = self.channel_table();
+            let own: Vec<&str> = self.channels.iter().map(|c| c.name.as_str()).collect();
+            let _ = write!(
+                s,
+                "channels {}",
+                table.names().collect::<Vec<_>>().join(", ")
+            );
+            if !own.is_empty() {
+                let _ = write!(s, " ({} from [[channel]])", own.join(", "));
+            }
+            s.push('\n');
+        }
+        for route in &self.routes {
+            let arrow = if route.one_way { "->" } else { "<->" };
+            let _ = writeln!(
+                s,
+                "route {}#{} {arrow} {}#{} (hop limit {} on arrival)",
+                route.from.join("+"),
+                route.channel,
+                route.to.join("+"),
+                route.to_channel(),
+                route.hops
+            );
+        }
+        s
+    }
+}
