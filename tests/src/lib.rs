@@ -2,6 +2,8 @@
 //! Python `meshtastic` client that `tests/run` installs, and runs `archipel sim` as a child
 //! process on free loopback ports, stopped and reaped when the test ends.
 
+pub mod mosquitto;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
