@@ -1,9 +1,11 @@
 //! Archipel's links to the outside worlds. One module per world; no module imports another
 //! (they share only [`codec`] plumbing and `mesh-core` types):
 //! - [`radio`]: a Meshtastic device over its stream API (USB serial or TCP 4403);
+//! - [`mqtt`]: an MQTT broker (QoS 1, persistent session, acknowledged after commit);
 //! - [`sim`]: a simulated RF world whose attached radios speak that same API.
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod mqtt;
 pub mod radio;
 pub mod sim;

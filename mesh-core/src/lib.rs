@@ -25,6 +25,7 @@ pub mod dedup;
 pub mod delivery;
 pub mod frame;
 pub mod governor;
+pub mod mqtt_json;
 pub mod node;
 pub mod packet;
 pub mod wire;

@@ -3,6 +3,7 @@
 //! process on free loopback ports, stopped and reaped when the test ends.
 
 pub mod bridge;
+pub mod mosquitto;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
