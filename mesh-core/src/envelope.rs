@@ -19,7 +19,7 @@
 //! panics, and says what was wrong. Fields other than 1-3 are ignored, as the firmware's
 //! decoder does; a field that appears twice is refused rather than guessed at.
 //!
-//! Topics are in [`topic`]: `<root>/2/e/<channel>/<gateway>` and its JSON twin.
+//! Topics are [`Topic`]s: `<root>/2/e/<channel>/<gateway>` and its JSON twin.
 
 mod topic;
 

@@ -22,7 +22,7 @@
 //! room there is. The firmware sends a `QueueStatus` of its own when room appears only after a
 //! *packet's* status said "full", never after a heartbeat's answer did, so a backlog of relays
 //! (which get no status of their own) would otherwise wait for the 300 s heartbeat. Telling
-//! those self-sent statuses from heartbeat answers is [`queue`]'s job.
+//! those self-sent statuses from heartbeat answers is the job of the `queue` module.
 //!
 //! Relayed packets take another door. The phone API rewrites `from` to the radio's own node, so
 //! a packet relayed from another mesh enters the way MQTT downlink does: a
@@ -34,7 +34,7 @@
 //! crash), which is right, and would drop one whose channel key differs, which is why the key
 //! is checked against the radio's own before anything is written. Broadcasts come back to us
 //! as received packets; those echoes are recognised and not reported again. The envelope and
-//! its topic are built and read in [`relay`].
+//! its topic are built and read in the `relay` module.
 
 mod queue;
 mod relay;
@@ -319,6 +319,8 @@ impl Session {
             V::Rebooted(true) => {
                 out.push(Output::Rebooted);
                 self.fail_unconfirmed("radio rebooted", &mut out);
+                // A new radio as far as its queue and heartbeat answers go.
+                self.queue = QueueWatch::new();
                 // A nonce the previous handshake did not use, so a late answer to it is ignored.
                 self.start_handshake(self.nonce.wrapping_add(1), now, &mut out);
             }
@@ -358,11 +360,9 @@ impl Session {
             }));
             return out;
         }
-        if self
-            .last_heartbeat
-            .is_none_or(|t| now.saturating_duration_since(t) >= self.config.heartbeat_interval)
-            || self.full_queue_poll_at().is_some_and(|t| now >= t)
-        {
+        self.queue
+            .forget_unanswered(now, self.config.queue_status_timeout);
+        if self.heartbeat_due().is_some_and(|t| now >= t) {
             self.heartbeat(now, &mut out);
         }
         self.expire_unconfirmed(now, &mut out);
@@ -380,9 +380,11 @@ impl Session {
             }
             Phase::Ready => {}
         }
-        if let Some(t) = self.last_heartbeat {
-            deadlines.push(t + self.config.heartbeat_interval);
-        }
+        deadlines.extend(self.heartbeat_due());
+        deadlines.extend(
+            self.queue
+                .unanswered_deadline(self.config.queue_status_timeout),
+        );
         if let Some(t) = self.silent_since {
             deadlines.push(t + self.config.silence_timeout);
         }
@@ -390,15 +392,24 @@ impl Session {
         deadlines.into_iter().min()
     }
 
-    /// When to ask a full radio again: with work waiting and no heartbeat unanswered, a short
-    /// while after the last one (longer while the radio owes a status of its own, which will
-    /// say when there is room: asking meanwhile would only blur which answer is which).
+    /// When the next heartbeat is due: the regular one, or sooner to ask a full radio again.
+    /// Never while one is unanswered (the radio would answer two with one).
+    fn heartbeat_due(&self) -> Option<Instant> {
+        if self.queue.outstanding() {
+            return None;
+        }
+        let regular = self.last_heartbeat? + self.config.heartbeat_interval;
+        Some(
+            self.full_queue_poll_at()
+                .map_or(regular, |t| t.min(regular)),
+        )
+    }
+
+    /// When to ask a full radio again: with work waiting, a short while after the last
+    /// heartbeat (longer while the radio owes a status of its own, which will say when there
+    /// is room: asking meanwhile would only blur which answer is which).
     fn full_queue_poll_at(&self) -> Option<Instant> {
-        if !self.is_ready()
-            || !self.queue.is_full()
-            || self.pending.is_empty()
-            || self.queue.outstanding()
-        {
+        if !self.is_ready() || !self.queue.is_full() || self.pending.is_empty() {
             return None;
         }
         let delay = if self.queue.expects_stray() {
@@ -465,7 +476,7 @@ impl Session {
         )));
         self.last_heartbeat = Some(now);
         self.silent_since.get_or_insert(now);
-        self.queue.heartbeat_written()
+        self.queue.heartbeat_written(now)
     }
 
     fn on_packet(&mut self, packet: Packet, _now: Instant, out: &mut Vec<Output>) {

@@ -11,7 +11,7 @@
 //!
 //! The handshake is sent whole when `want_config_id` arrives, in the v2.7.26 order: my_info,
 //! deviceui_config, own node_info, metadata, 8 channels, 10 configs, 13 module configs, the
-//! other nodes, `config_complete_id` ([`handshake`]). Nonce 69420 leaves out the other nodes;
+//! other nodes, `config_complete_id` (the `handshake` module). Nonce 69420 leaves out the other nodes;
 //! 69421 sends only the node infos. What comes up while no client is configured waits in the
 //! firmware's separate, bounded to-phone queues ([`to_phone`]), counted when they overflow,
 //! and follows the next `config_complete_id`.

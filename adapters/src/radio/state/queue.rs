@@ -17,7 +17,11 @@
 //!   FIFO would have delivered it first);
 //! - while one is expected, relays wait: until a status arrives with no heartbeat outstanding
 //!   (that one is it), or until a grace period after the radio was seen to have room (the
-//!   firmware sends it within milliseconds of the room appearing; past the grace it was lost).
+//!   firmware sends it within milliseconds of the room appearing; past the grace it was lost);
+//! - at most one heartbeat is unanswered at a time: the firmware notes a heartbeat in one flag
+//!   (`heartbeatReceived`) and reads everything waiting before it writes, so two heartbeats
+//!   read together get one answer, and counting would be off for the rest of the connection;
+//!   an answer that never comes is given up after a timeout.
 
 use std::time::{Duration, Instant};
 
@@ -43,6 +47,8 @@ pub(super) struct QueueWatch {
     written: u64,
     /// Heartbeat answers counted; never more than `written`.
     answered: u64,
+    /// When the unanswered heartbeat was written, if one is.
+    unanswered_since: Option<Instant>,
     /// Whether a self-sent status may still come, which makes answers ambiguous.
     stray: Stray,
 }
@@ -54,6 +60,7 @@ impl QueueWatch {
             free: None,
             written: 0,
             answered: 0,
+            unanswered_since: None,
             stray: Stray::Expected,
         }
     }
@@ -64,7 +71,8 @@ impl QueueWatch {
     }
 
     /// A heartbeat was written; returns its number on this connection.
-    pub(super) fn heartbeat_written(&mut self) -> u64 {
+    pub(super) fn heartbeat_written(&mut self, now: Instant) -> u64 {
+        self.unanswered_since.get_or_insert(now);
         self.written += 1;
         self.written
     }
@@ -98,6 +106,9 @@ impl QueueWatch {
         }
         if self.outstanding() {
             self.answered += 1;
+            if !self.outstanding() {
+                self.unanswered_since = None;
+            }
             if self.stray == Stray::Expected && qs.free > 0 {
                 self.stray = Stray::ExpectedRoomSince(now);
             }
@@ -107,15 +118,32 @@ impl QueueWatch {
         }
     }
 
-    /// Whether a relay may be written now: the queue has room and no self-sent status can be
-    /// taken for its heartbeat's answer.
+    /// Whether a relay may be written now: the queue has room, no heartbeat is unanswered
+    /// (its own heartbeat would be a second one), and no self-sent status can be taken for its
+    /// heartbeat's answer.
     pub(super) fn may_relay(&mut self, now: Instant, grace: Duration) -> bool {
         if let Stray::ExpectedRoomSince(since) = self.stray
             && now.saturating_duration_since(since) >= grace
         {
             self.stray = Stray::Settled;
         }
-        !self.is_full() && self.stray == Stray::Settled
+        !self.is_full() && !self.outstanding() && self.stray == Stray::Settled
+    }
+
+    /// Gives up on answers older than `timeout`: the radio missed or merged those heartbeats.
+    pub(super) fn forget_unanswered(&mut self, now: Instant, timeout: Duration) {
+        if self
+            .unanswered_since
+            .is_some_and(|since| now.saturating_duration_since(since) >= timeout)
+        {
+            self.answered = self.written;
+            self.unanswered_since = None;
+        }
+    }
+
+    /// When an unanswered heartbeat is given up, if one is.
+    pub(super) fn unanswered_deadline(&self, timeout: Duration) -> Option<Instant> {
+        self.unanswered_since.map(|since| since + timeout)
     }
 
     /// When the grace for a self-sent status runs out, if it is running.
@@ -149,7 +177,7 @@ mod tests {
         w.on_status(&status(16, 0), t);
         assert_eq!(w.answered(), 0, "the status from boot answers nothing");
         assert!(!w.expects_stray());
-        w.heartbeat_written();
+        w.heartbeat_written(t);
         w.on_status(&status(16, 0), t);
         w.on_status(&status(16, 0), t);
         assert_eq!(w.answered(), 1);
@@ -173,7 +201,7 @@ mod tests {
         let t = Instant::now();
         let mut w = QueueWatch::new();
         w.on_status(&status(0, 5), t);
-        w.heartbeat_written();
+        w.heartbeat_written(t);
         // One status: the answer or the self-sent one, no telling which.
         w.on_status(&status(3, 0), t);
         assert!(!w.may_relay(t, GRACE));
@@ -187,11 +215,31 @@ mod tests {
     fn a_self_sent_status_that_never_comes_is_given_up_after_the_grace() {
         let t = Instant::now();
         let mut w = QueueWatch::new();
-        w.heartbeat_written();
+        w.heartbeat_written(t);
         w.on_status(&status(16, 0), t);
         assert!(!w.may_relay(t + GRACE / 2, GRACE));
         assert!(w.may_relay(t + GRACE, GRACE));
         assert_eq!(w.grace_deadline(GRACE), None);
+    }
+
+    #[test]
+    fn no_relay_goes_while_a_heartbeat_is_unanswered_and_a_lost_answer_is_given_up() {
+        let t = Instant::now();
+        let mut w = QueueWatch::new();
+        w.on_status(&status(16, 0), t);
+        w.heartbeat_written(t);
+        assert!(
+            !w.may_relay(t, GRACE),
+            "its heartbeat would be a second one"
+        );
+        assert_eq!(w.unanswered_deadline(GRACE * 10), Some(t + GRACE * 10));
+        w.forget_unanswered(t + GRACE, GRACE * 10);
+        assert!(w.outstanding());
+        w.forget_unanswered(t + GRACE * 10, GRACE * 10);
+        assert!(!w.outstanding() && w.may_relay(t + GRACE * 10, GRACE));
+        // A late answer counts for nothing.
+        w.on_status(&status(16, 0), t + GRACE * 11);
+        assert_eq!(w.answered(), 1);
     }
 
     #[test]

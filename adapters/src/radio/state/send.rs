@@ -344,7 +344,6 @@ impl Session {
                 .values()
                 .map(|a| a.since + self.config.ack_timeout),
         );
-        deadlines.extend(self.full_queue_poll_at());
         if self.in_flight.is_none() && !self.queue.is_full() {
             deadlines.extend(self.pending.iter().filter_map(|q| match &q.item {
                 Outgoing::Packet(p) => {

@@ -227,8 +227,8 @@ fn a_full_radio_is_asked_again_after_the_poll_delay_not_the_heartbeat_interval()
     assert!(matches!(&w[..], [hb] if is_heartbeat(hb)), "{w:?}");
     assert_eq!(
         s.next_deadline(),
-        Some(poll + Duration::from_secs(30)),
-        "silence check only"
+        Some(poll + SessionConfig::default().queue_status_timeout),
+        "no second heartbeat while this one is unanswered; given up after the timeout"
     );
     // Its answer tells of room: the next relay goes at once.
     let w = writes(&s.frame(queue_status(0, 5, 0), poll));
@@ -358,4 +358,33 @@ fn a_relay_is_built_under_the_radios_own_root() {
         matches!(&out[..], [Output::Undecodable(e)] if e.contains("not \"msh/EU_868/FR\"")),
         "{out:?}"
     );
+}
+
+#[test]
+fn no_second_heartbeat_goes_out_while_one_is_unanswered_and_a_lost_answer_is_given_up() {
+    // The firmware keeps one "heartbeat received" flag: two heartbeats read together get one
+    // answer, which would leave every later relay waiting for an answer that never comes.
+    let t0 = Instant::now();
+    let mut s = ready_for_relay(t0, true);
+    let t1 = t0 + SessionConfig::default().heartbeat_interval;
+    assert!(writes(&s.tick(t1)).iter().all(is_heartbeat));
+    let out = s.relay(9, relayed(0x1111, 500), "LongFast", NodeId::new(1), 0, t1);
+    assert!(
+        writes(&out).is_empty(),
+        "its heartbeat would be a second one"
+    );
+    // The radio talks (so the link is alive) but that answer never comes: given up.
+    let timeout = SessionConfig::default().queue_status_timeout;
+    s.frame(
+        from_radio(from_radio::PayloadVariant::LogRecord(Default::default())),
+        t1,
+    );
+    assert_eq!(s.next_deadline(), Some(t1 + timeout));
+    let w = writes(&s.tick(t1 + timeout));
+    assert!(
+        matches!(&w[..], [r, hb] if is_relay(r) && is_heartbeat(hb)),
+        "{w:?}"
+    );
+    let out = s.frame(queue_status(0, 15, 0), t1 + timeout);
+    assert_eq!(outcomes(&out), vec![(9, DeliveryStatus::Delivered)]);
 }
