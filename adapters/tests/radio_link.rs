@@ -1,15 +1,15 @@
 //! Archipel's radio link against the simulator's attached radios, over real TCP sockets and a
-//! real pseudo-terminal: handshake, node DB, sending with ACK, receiving, reconnecting, and
-//! carrying on through garbage.
+//! real pseudo-terminal: handshake, node DB, sending with ACK, receiving, reconnecting,
+//! carrying on through garbage, and draining a backlog of relays through a full radio queue.
 
 use std::time::Duration;
 
 use archipel_adapters::radio::{
     self, Attachment, LinkCounters, RadioConfig, RadioEvent, RadioHandle,
 };
-use archipel_adapters::sim::{SimConfig, Simulator};
+use archipel_adapters::sim::{SimConfig, SimEvent, Simulator};
 use bytes::Bytes;
-use mesh_core::{DeliveryStatus, NodeId, Packet};
+use mesh_core::{ChannelKey, DeliveryStatus, NodeId, Packet};
 use tokio::sync::mpsc;
 
 const RADIO_A: NodeId = NodeId::new(0x0000_a001);
@@ -336,6 +336,90 @@ async fn a_radio_that_keeps_kicking_the_link_off_is_retried_with_growing_delays(
     // 50 ms doubling to the 400 ms cap, each within its upper fifth: strictly growing.
     assert!(delays.windows(2).all(|w| w[1] > w[0]), "{delays:?}");
     assert!(delays[3] >= Duration::from_millis(320), "{delays:?}");
+    a.shutdown().await;
+    sim.shutdown().await;
+}
+
+/// A mesh on a slow preset, so a burst of relays fills the radio's 16-slot transmit queue.
+fn slow_world() -> SimConfig {
+    toml::from_str(
+        r#"
+time_scale = 10.0
+seed = 11
+[[mesh]]
+name = "slow"
+preset = "LongFast"
+channels = [ { name = "LongFast", psk = "AQ==" } ]
+[[mesh.node]]
+id = "!0000a001"
+long_name = "Radio A"
+short_name = "RADA"
+attached = { tcp_port = 0 }
+[[mesh.node]]
+id = "!00000c01"
+long_name = "Carol"
+short_name = "CARL"
+"#,
+    )
+    .expect("test world parses")
+}
+
+#[tokio::test]
+async fn a_backlog_of_relays_drains_through_a_full_radio_queue_long_before_the_heartbeat() {
+    // 40 relays against a 16-slot queue: after 16 the radio says `free = 0`, and the firmware
+    // sends no status of its own after a heartbeat's answer, so the session must ask again.
+    let sim = Simulator::start(slow_world())
+        .await
+        .expect("simulator starts");
+    let (a, _events) = link("a", Attachment::Tcp(tcp_of(&sim, RADIO_A).to_string()));
+    a.connected().await.unwrap();
+    let mut heard = sim.events();
+    let key = ChannelKey::from_psk(&[1]);
+    let far_away = NodeId::new(0x0dd0_0001);
+    let relays: Vec<Packet> = (0..40u32)
+        .map(|i| {
+            let mut p = Packet::text_message(NodeId::BROADCAST, 0, &format!("backlog {i}"));
+            (p.meta_mut().from, p.meta_mut().id) = (far_away.get(), 0x5000 + i);
+            p.encrypt("LongFast", &key)
+        })
+        .collect();
+    let gateway = NodeId::new(0x0a7c_0001);
+    let started = std::time::Instant::now();
+    let outcomes = tokio::time::timeout(
+        Duration::from_secs(30),
+        futures_util::future::join_all(
+            relays
+                .into_iter()
+                .map(|p| async { a.relay(p, "LongFast", gateway, 0).await }),
+        ),
+    )
+    .await
+    .expect("the backlog drains well before the 300 s heartbeat");
+    assert!(
+        outcomes.iter().all(DeliveryStatus::is_delivered),
+        "{outcomes:?}"
+    );
+    // And every one of them went on the air from the radio.
+    let mut on_air = std::collections::HashSet::new();
+    tokio::time::timeout(WAIT, async {
+        while on_air.len() < 40 {
+            match heard.recv().await {
+                Ok(SimEvent::Transmitted { node, packet, .. })
+                    if node == RADIO_A && packet.from() == far_away =>
+                {
+                    on_air.insert(packet.id());
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("simulator events ended: {e}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("only {} of 40 relays went on the air", on_air.len()));
+    eprintln!(
+        "40 relays confirmed and on the air in {:?}",
+        started.elapsed()
+    );
     a.shutdown().await;
     sim.shutdown().await;
 }

@@ -189,6 +189,15 @@ impl Client {
         }
     }
 
+    /// The next queue status, skipping anything else.
+    async fn queue_status(&mut self) -> proto::QueueStatus {
+        self.until(|m| match &m.payload_variant {
+            Some(Out::QueueStatus(q)) => Some(*q),
+            _ => None,
+        })
+        .await
+    }
+
     /// Waits for the peer to close the connection (TCP).
     async fn closed(&mut self) {
         while self.item().await.is_some() {}
@@ -329,7 +338,7 @@ async fn a_client_text_gets_queue_status_then_an_implicit_ack() {
         .await;
     let status = client
         .until(|m| match &m.payload_variant {
-            Some(Out::QueueStatus(q)) => Some(*q),
+            Some(Out::QueueStatus(q)) if q.mesh_packet_id != 0 => Some(*q),
             _ => None,
         })
         .await;
@@ -477,6 +486,8 @@ async fn garbage_oversize_and_undecodable_input_do_not_hurt_the_device() {
         "the swallowed want_config got no answer"
     );
     assert_eq!(kind(&msgs[0]), "my_info");
+    // The status a freshly booted radio sends by itself comes first.
+    assert_eq!(client.queue_status().await.mesh_packet_id, 0);
     // Garbage towards the client is skipped by its parser; frames keep coming after it.
     sim.inject_bytes(GATEWAY, Bytes::from_static(b"\x94\xc3\x7f\xffjunk"));
     sim.inject_bytes(GATEWAY, Bytes::from_static(b"\x94\xc3\x00\x01\xff"));
@@ -583,4 +594,105 @@ async fn an_invalid_config_or_a_taken_port_is_an_error_not_a_panic() {
         taken.local_addr().unwrap().port();
     let err = Simulator::start(busy).await.err().unwrap();
     assert!(err.to_string().contains("cannot listen"), "{err}");
+}
+
+#[tokio::test]
+async fn a_full_transmit_queue_is_announced_by_the_radio_when_it_has_room_again() {
+    let sim = Simulator::start(config(false)).await.unwrap();
+    let mut client = Client::tcp(&sim).await;
+    client.handshake(30).await;
+    assert_eq!(client.queue_status().await.mesh_packet_id, 0, "from boot");
+    // A burst of unpaced packets, in one write: more than the 16 slots can hold.
+    let mut burst = BytesMut::new();
+    for i in 0..40u32 {
+        let msg = proto::ToRadio {
+            payload_variant: Some(In::Packet(proto::MeshPacket {
+                to: NodeId::BROADCAST.get(),
+                id: 0x7000 + i,
+                payload_variant: Some(proto::mesh_packet::PayloadVariant::Decoded(proto::Data {
+                    portnum: proto::PortNum::PrivateApp as i32,
+                    payload: vec![0x55; 64],
+                    ..Default::default()
+                })),
+                ..Default::default()
+            })),
+        };
+        frame::encode(&msg.encode_to_vec(), &mut burst).unwrap();
+    }
+    client.write(&burst).await;
+    let full = client
+        .until(|m| match &m.payload_variant {
+            Some(Out::QueueStatus(q)) if q.mesh_packet_id != 0 && q.free == 0 => Some(*q),
+            _ => None,
+        })
+        .await;
+    assert!(full.mesh_packet_id >= 0x7000);
+    // No heartbeat is sent: the radio says by itself that there is room again.
+    let room = client
+        .until(|m| match &m.payload_variant {
+            Some(Out::QueueStatus(q)) if q.mesh_packet_id == 0 => Some(*q),
+            _ => None,
+        })
+        .await;
+    assert!(room.free > 0 && room.res == 0, "{room:?}");
+    stop(sim).await;
+}
+
+#[tokio::test]
+async fn an_absent_client_finds_what_the_firmware_keeps_and_the_drops_are_counted() {
+    let sim = Simulator::start(config(false)).await.unwrap();
+    let mut events = sim.events();
+    // 48 texts heard while nobody is connected, in rounds the sender's queue can hold.
+    for round in 0..4 {
+        let mut last = None;
+        for i in 0..12 {
+            let n = round * 12 + i;
+            last = Some(
+                sim.send_text(AMIRA, NodeId::BROADCAST, 0, &format!("away {n}"))
+                    .unwrap(),
+            );
+        }
+        let last = last.unwrap();
+        wait_event(&mut events, |e| {
+            matches!(e, SimEvent::Received { node, packet } if *node == GATEWAY && packet.id() == last)
+                .then_some(())
+        })
+        .await;
+    }
+    // The radio keeps 32 packets and 8 uplink messages; texts push out the oldest.
+    let drops = sim.to_phone_drops(GATEWAY);
+    assert_eq!(
+        (drops.packets, drops.mqtt_proxy, drops.queue_status),
+        (16, 40, 0),
+        "{drops:?}"
+    );
+    assert_eq!(
+        sim.to_phone_drops(AMIRA).total(),
+        0,
+        "not an attached radio"
+    );
+    let mut client = Client::tcp(&sim).await;
+    client.handshake(40).await;
+    assert_eq!(
+        client.queue_status().await.mesh_packet_id,
+        0,
+        "statuses first"
+    );
+    let mut uplinks = 0;
+    let first = loop {
+        let msg = client.next().await;
+        match &msg.payload_variant {
+            Some(Out::MqttClientProxyMessage(_)) => uplinks += 1,
+            Some(Out::Packet(p)) => break p.clone(),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(uplinks, 8, "the uplink messages next");
+    assert_eq!(
+        data_of(&first).unwrap().payload,
+        b"away 16",
+        "the oldest kept"
+    );
+    assert_eq!(sim.to_phone_drops(GATEWAY), drops, "totals stay");
+    stop(sim).await;
 }

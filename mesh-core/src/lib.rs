@@ -14,7 +14,11 @@
 //! - [`class`]: priority classes, the order in which a backlog drains;
 //! - [`governor`]: a radio's duty-cycle and channel-utilisation limits;
 //! - [`backoff`]: capped reconnect delays shared by every link;
-//! - [`delivery`]: the delivery status every destination reports.
+//! - [`delivery`]: the delivery status every destination reports;
+//! - [`routing`]: a mesh's ACK or NAK read as such a status;
+//! - [`pacing`]: how often a client may hand its radio each kind of packet;
+//! - [`envelope`]: the MQTT `ServiceEnvelope` and its topics, shared by radios, the simulator
+//!   and the MQTT bridge.
 #![warn(missing_docs)]
 
 pub mod airtime;
@@ -23,11 +27,14 @@ pub mod channel;
 pub mod class;
 pub mod dedup;
 pub mod delivery;
+pub mod envelope;
 pub mod frame;
 pub mod governor;
 pub mod mqtt_json;
 pub mod node;
+pub mod pacing;
 pub mod packet;
+pub mod routing;
 pub mod wire;
 
 /// The Meshtastic protobuf types (from the `meshtastic` crate, GPL-3.0), re-exported so every
@@ -40,6 +47,10 @@ pub use channel::{ChannelKey, Psk};
 pub use class::Class;
 pub use dedup::{Dedup, Seen};
 pub use delivery::DeliveryStatus;
+pub use envelope::{
+    Envelope, EnvelopeError, GatewayId, Root, Topic, TopicChannel, TopicError, TopicKind,
+};
 pub use governor::{Governor, GovernorConfig, Verdict};
 pub use node::{NodeId, PacketId};
+pub use pacing::PacingClass;
 pub use packet::{Packet, Payload};

@@ -1,7 +1,7 @@
 //! What a radio tells about itself during the `want_config_id` handshake.
 
 use mesh_core::proto::{self, config, from_radio};
-use mesh_core::{ModemPreset, NodeId, Psk};
+use mesh_core::{ModemPreset, NodeId, Psk, Root, TopicError};
 
 /// Everything collected between `want_config_id` and `config_complete_id`: the radio's
 /// identity, channels, configuration and node database. Its `Debug` leaves out keys and the
@@ -114,12 +114,19 @@ impl RadioInfo {
             })
     }
 
-    /// The MQTT topic root the radio listens under (`msh` unless configured).
-    pub fn mqtt_root(&self) -> String {
-        self.mqtt()
-            .map(|m| m.root.clone())
+    /// The MQTT topic root the radio publishes and listens under: its `mqtt.root`, or `msh`
+    /// when that is empty, as the firmware does (a radio whose region was set with the default
+    /// root in use reports `msh/<REGION>` itself). An error when the radio's root cannot be a
+    /// topic root (a wildcard in it).
+    pub fn mqtt_root(&self) -> Result<Root, TopicError> {
+        match self
+            .mqtt()
+            .map(|m| m.root.as_str())
             .filter(|r| !r.is_empty())
-            .unwrap_or_else(|| "msh".to_owned())
+        {
+            Some(root) => Root::new(root),
+            None => Ok(Root::default()),
+        }
     }
 
     /// Whether the radio takes relayed packets on the named channel: relayed traffic enters a

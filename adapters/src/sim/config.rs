@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use mesh_core::proto::config::device_config::Role as ProtoRole;
 use mesh_core::proto::config::lo_ra_config::RegionCode;
-use mesh_core::{ModemPreset, NodeId, Psk, proto};
+use mesh_core::{ModemPreset, NodeId, Psk, Root, TopicError, proto};
 use serde::Deserialize;
 
 /// The most channels a Meshtastic device holds (`MAX_NUM_CHANNELS`).
@@ -52,6 +52,10 @@ pub struct MeshConfig {
     /// LoRa region the attached devices report (`US`, `EU_868`, ... as in the apps).
     #[serde(default = "default_region")]
     pub region: String,
+    /// The MQTT topic root its attached radios report and take downlink under (`msh/EU_868/FR`).
+    /// Absent: what the firmware sets when a region is chosen, `msh/<REGION>`.
+    #[serde(default)]
+    pub mqtt_root: Option<String>,
     /// Probability that one reception (one transmitter, one listener) is lost.
     #[serde(default)]
     pub loss: f64,
@@ -311,6 +315,14 @@ pub enum SimConfigError {
         /// The bad value.
         region: String,
     },
+    /// An MQTT root that cannot head a topic.
+    #[error("mesh `{mesh}`: mqtt_root: {reason}")]
+    MqttRoot {
+        /// The mesh.
+        mesh: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Channel count outside 1..=8.
     #[error(
         "mesh `{mesh}`: {count} channels: a device holds 1 to {MAX_CHANNELS} (index 0 is the primary)"
@@ -472,6 +484,17 @@ impl SimConfig {
 }
 
 impl MeshConfig {
+    /// The MQTT root of the mesh's attached radios: the configured one, or the firmware's
+    /// default for the region.
+    pub fn mqtt_root(&self) -> Result<Root, TopicError> {
+        match &self.mqtt_root {
+            Some(root) => Root::new(root.as_str()),
+            None => Root::firmware_default(
+                parse_region(&self.region).map_or("UNSET", |r| r.as_str_name()),
+            ),
+        }
+    }
+
     fn validate(&self) -> Result<(), SimConfigError> {
         let mesh = || self.name.clone();
         if !(0.0..=1.0).contains(&self.loss) {
@@ -484,6 +507,12 @@ impl MeshConfig {
             return Err(SimConfigError::Region {
                 mesh: mesh(),
                 region: self.region.clone(),
+            });
+        }
+        if let Err(e) = self.mqtt_root() {
+            return Err(SimConfigError::MqttRoot {
+                mesh: mesh(),
+                reason: e.to_string(),
             });
         }
         if self.channels.is_empty() || self.channels.len() > MAX_CHANNELS {
@@ -667,6 +696,11 @@ mod tests {
         );
         let e = error_of(|c| c.meshes[0].region = "MARS".into());
         assert!(e.to_string().contains("MARS"), "{e}");
+        let e = error_of(|c| c.meshes[0].mqtt_root = Some("msh/#".into()));
+        assert!(
+            e.to_string().contains("mqtt_root") && e.to_string().contains("wildcard"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -17,5 +17,6 @@ pub mod server;
 pub mod world;
 
 pub use config::{NodeRole, SimConfig, SimConfigError};
+pub use device::to_phone::ToPhoneDrops;
 pub use pty::PtyError;
 pub use server::{AttachedRadio, SimError, SimEvent, Simulator};

@@ -34,6 +34,7 @@ use tokio_util::codec::{Decoder, FramedRead};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::config::{SimConfig, SimConfigError};
+use super::device::to_phone::ToPhoneDrops;
 use super::device::{self, Device, DeviceProfile, RadioStatus};
 use super::pty::{Pty, PtyError};
 use super::world::{World, WorldError, WorldEvent};
@@ -328,6 +329,17 @@ impl Simulator {
         lock(&self.core).inject(node, bytes);
     }
 
+    /// What the radio's to-phone queues dropped while no client read them, its TCP and serial
+    /// devices together (zero for a node that is not attached).
+    pub fn to_phone_drops(&self, node: NodeId) -> ToPhoneDrops {
+        let core = lock(&self.core);
+        let mut drops = ToPhoneDrops::default();
+        for link in core.links.iter().filter(|l| l.node == node) {
+            drops += link.device.to_phone_drops();
+        }
+        drops
+    }
+
     /// Percent of the last minute of sim time the mesh's channel was busy (0 for an unknown
     /// mesh).
     pub fn channel_utilization(&self, mesh: &str) -> f32 {
@@ -495,7 +507,18 @@ impl Core {
                 self.send_to_client(link, out);
             }
         }
+        self.service_devices(now);
         now
+    }
+
+    /// Lets every device notice room in its transmit queue (`MeshService::loop`), after
+    /// anything that may have moved a queue.
+    fn service_devices(&mut self, now: Duration) {
+        for link in 0..self.links.len() {
+            let status = self.status(self.links[link].node, now);
+            let out = self.links[link].device.service_loop(status);
+            self.send_to_client(link, out);
+        }
     }
 
     /// The earliest sim time something is due.
@@ -824,6 +847,7 @@ impl Core {
         }
         self.send_to_client(link, out.to_client);
         self.pump();
+        self.service_devices(now);
         if disconnect
             && let Transport::Serial { client_present, .. } = &mut self.links[link].transport
             && *client_present
