@@ -17,20 +17,24 @@ CREATE TABLE endpoint (
 
 -- One row per accepted message still owed to at least one destination, holding the packet
 -- once, as heard (encoded, encrypted for `channel`); what each destination needs is rendered
--- from it at send time. The row goes with its last delivery (`pending` counts them down).
+-- from it at send time. The row goes with its last delivery: the store looks for another
+-- delivery of it (a few primary-key seeks, one per endpoint) rather than keeping a count that
+-- every confirm would have to rewrite.
 CREATE TABLE message (
-    -- AUTOINCREMENT: an id is never reused, so a late confirm of a delivery that was evicted
-    -- or expired can never hit a newer row, and id order is arrival order.
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    -- Handed out by the store in increasing order and never reused while it is open, so a late
+    -- confirm of a delivery that was evicted or expired never hits a newer row, and id order is
+    -- arrival order. Not AUTOINCREMENT: that rewrites sqlite_sequence on every accept, and no
+    -- key outlives the process that read it.
+    id          INTEGER PRIMARY KEY,
     from_node   INTEGER NOT NULL,  -- NodeId as u32
     packet_id   INTEGER NOT NULL,  -- PacketId as u32
-    priority    INTEGER NOT NULL,  -- Class::rank(): 0 = direct (most urgent) .. 3 = telemetry
+    priority    INTEGER NOT NULL,  -- Class::rank(): 0 = direct (most urgent) .. 3 = telemetry;
+                                   -- its deliveries' too, which is how they are found
     source      INTEGER,           -- endpoint.id it was heard on; NULL for rows from version 1
     channel     TEXT    NOT NULL,  -- the channel `packet` is encrypted for
     packet      BLOB    NOT NULL,  -- the encoded packet, opaque to the store
     enqueued_at INTEGER NOT NULL,  -- unix ms
-    expires_at  INTEGER NOT NULL,  -- unix ms; Store::expire drops its deliveries then
-    pending     INTEGER NOT NULL   -- deliveries left
+    expires_at  INTEGER NOT NULL   -- unix ms; Store::expire drops its deliveries then
 );
 
 -- One row per (message, destination) still to deliver. The primary key is the drain order
@@ -111,21 +115,13 @@ CREATE TABLE dead_letter_v2 (
 INSERT INTO endpoint (name) SELECT DISTINCT destination FROM outbox ORDER BY destination;
 
 INSERT INTO message (id, from_node, packet_id, priority, source, channel, packet, enqueued_at,
-                     expires_at, pending)
-SELECT seq, from_node, packet_id, priority, NULL, channel, packet, enqueued_at, expires_at, 1
+                     expires_at)
+SELECT seq, from_node, packet_id, priority, NULL, channel, packet, enqueued_at, expires_at
 FROM outbox;
 
 INSERT INTO delivery (destination, priority, message, leg, to_channel, hops, attempts, last_error)
 SELECT e.id, o.priority, o.seq, 0, NULL, o.hop_limit, o.attempts, o.last_error
 FROM outbox o JOIN endpoint e ON e.name = o.destination;
-
--- Seqs handed out by version 1 stay unused, even those of rows already gone.
-UPDATE sqlite_sequence
-SET seq = MAX(seq, COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0))
-WHERE name = 'message';
-INSERT INTO sqlite_sequence (name, seq)
-SELECT 'message', seq FROM sqlite_sequence
-WHERE name = 'outbox' AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'message');
 
 -- The old seen-set is the first generation, started at its newest entry: every entry lives at
 -- least one more window.

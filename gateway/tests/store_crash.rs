@@ -19,13 +19,21 @@ async fn everything_survives_closing_and_reopening_the_file() {
     let dir = TempDir::new("reopen");
     let store = open(&dir, 100).await;
     let batch: Vec<Inbound> = (1..=6)
-        .map(|id| msg_to(11, id, Class::ALL[id as usize % 4], &["mqtt", "radio"]))
+        .map(|id| {
+            msg_to(
+                11,
+                id,
+                Class::ALL[(id as usize + 1) % 3 + 1],
+                &["mqtt", "radio"],
+            )
+        })
         .collect();
     store.accept(&batch, T0).await.unwrap();
     let rows = store.next("mqtt", T0, 0, 100).await.unwrap();
     store.fail(rows[0].key, "busy").await.unwrap();
     store.reject(rows[1].key, "refused", T0).await.unwrap();
-    // The newest message of all (6) is delivered everywhere: its row goes.
+    // The newest message of all (6) is delivered everywhere: its row goes, and its id is not
+    // handed out again while the store is open (a late key of it names nothing).
     let newest_id = message_id_of(&dir, 6).await.unwrap();
     let sixes: Vec<Sent> = store
         .next("radio", T0, 0, 100)
@@ -42,6 +50,17 @@ async fn everything_survives_closing_and_reopening_the_file() {
     assert_eq!(sixes.len(), 2);
     store.confirm(&sixes, T0).await.unwrap();
     assert_eq!(message_id_of(&dir, 6).await, None);
+    store
+        .accept(&[msg_to(11, 7, Class::Direct, &["mqtt", "radio"])], T0)
+        .await
+        .unwrap();
+    assert!(message_id_of(&dir, 7).await.unwrap() > newest_id);
+    store.confirm(&sixes, T0).await.unwrap();
+    assert_eq!(
+        ids(&store.next("radio", T0, 0, 1).await.unwrap()),
+        vec![7],
+        "a late confirm of 6 did not hit 7"
+    );
 
     let before_mqtt = store.next("mqtt", T0, 0, 100).await.unwrap();
     let before_radio = store.next("radio", T0, 0, 100).await.unwrap();
@@ -52,7 +71,8 @@ async fn everything_survives_closing_and_reopening_the_file() {
     let store = open(&dir, 100).await;
     assert_eq!(store.next("mqtt", T0, 0, 100).await.unwrap(), before_mqtt);
     assert_eq!(store.next("radio", T0, 0, 100).await.unwrap(), before_radio);
-    assert_eq!(before_mqtt[0].attempts, 1);
+    let failed = before_mqtt.iter().find(|d| d.id == PacketId::new(2));
+    assert_eq!(failed.unwrap().attempts, 1);
     assert_eq!(store.depths().await.unwrap(), before_depths);
     assert_eq!(store.queues().await.unwrap(), before_queues);
     assert_eq!(store.dead_letters().await.unwrap(), 1);
@@ -69,12 +89,6 @@ async fn everything_survives_closing_and_reopening_the_file() {
         vec![Accepted::Duplicate]
     );
 
-    // Message ids are never reused, even the newest one, whose row is gone.
-    store
-        .accept(&[msg_to(11, 7, Class::Direct, &["mqtt", "radio"])], T0)
-        .await
-        .unwrap();
-    assert!(message_id_of(&dir, 7).await.unwrap() > newest_id);
     store.close().await;
 }
 
@@ -362,4 +376,77 @@ async fn kill_nine_child() {
         task.await.unwrap();
     }
     drain.abort();
+}
+
+#[tokio::test]
+async fn a_failed_write_leaves_nothing_half_done_and_the_next_one_starts_afresh() {
+    let dir = TempDir::new("failed-write");
+    let store = open(&dir, 100).await;
+    store
+        .accept(
+            &[
+                msg_to(22, 1, Class::Channel, &["radio", "mqtt"]),
+                msg_to(22, 2, Class::Channel, &["radio"]),
+            ],
+            T0,
+        )
+        .await
+        .unwrap();
+    let rows = store.next("radio", T0, 0, 10).await.unwrap();
+    // Behind the store's back, the airtime table goes away: a confirm with airtime fails
+    // after its delivery was already deleted within the transaction.
+    let mut conn = raw_connection(&dir).await;
+    sqlx::query("ALTER TABLE airtime RENAME TO airtime_away")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let on_air = |key| Sent {
+        key,
+        airtime: Some(std::time::Duration::from_millis(300)),
+    };
+    let error = store.confirm(&[on_air(rows[0].key)], T0).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StoreError::Query {
+                what: "confirm",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    // The failed transaction let go of the file at once: another writer gets in.
+    sqlx::query("ALTER TABLE airtime_away RENAME TO airtime")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    drop(conn);
+
+    // Nothing of it happened, and the store carries on.
+    assert_eq!(
+        ids(&store.next("radio", T0, 0, 10).await.unwrap()),
+        vec![1, 2]
+    );
+    assert_eq!(deliveries_in_table(&dir, "radio").await, 2);
+    assert_eq!(
+        store.depths().await.unwrap(),
+        vec![
+            depth("mqtt", Class::Channel, 1),
+            depth("radio", Class::Channel, 2)
+        ]
+    );
+    store.confirm(&[on_air(rows[0].key)], T0).await.unwrap();
+    assert_eq!(
+        store
+            .accept(&[msg_to(22, 3, Class::Channel, &["radio"])], T0)
+            .await
+            .unwrap(),
+        vec![new_clean()]
+    );
+    assert_eq!(
+        ids(&store.next("radio", T0, 0, 10).await.unwrap()),
+        vec![2, 3]
+    );
+    assert_eq!(store.airtime_since("radio", T0).await.unwrap().len(), 1);
+    store.close().await;
 }

@@ -397,9 +397,9 @@ async fn a_damaged_row_is_an_error_that_names_it_and_can_be_set_aside() {
     // delivery whose message is missing.
     sqlx::query(
         "INSERT INTO message (id, from_node, packet_id, priority, source, channel, packet, \
-             enqueued_at, expires_at, pending) \
-         VALUES (100, 16, 2, 9, NULL, 'LongFast', x'00', ?1, ?2, 1), \
-                (101, 1099511627776, 2, 1, NULL, 'LongFast', x'00', ?1, ?2, 1)",
+             enqueued_at, expires_at) \
+         VALUES (100, 16, 2, 9, NULL, 'LongFast', x'00', ?1, ?2), \
+                (101, 1099511627776, 2, 1, NULL, 'LongFast', x'00', ?1, ?2)",
     )
     .bind(T0)
     .bind(T0 + HOUR)

@@ -20,8 +20,7 @@ struct PlannedMessage<'a> {
     id: i64,
     /// `endpoint.id` of its source.
     source: i64,
-    /// Deliveries still planned: the row is written only if some are left, with this as
-    /// `pending`.
+    /// Deliveries still planned: the row is written only if some are left.
     live: i64,
 }
 
@@ -124,7 +123,7 @@ impl Store {
         let mut messages: Vec<PlannedMessage<'_>> = Vec::new();
         let mut rows: Vec<PlannedRow<'_>> = Vec::new();
         let mut planned: HashMap<(i64, usize), VecDeque<usize>> = HashMap::new();
-        let mut released: HashMap<i64, i64> = HashMap::new();
+        let mut released: HashSet<i64> = HashSet::new();
         for (i, &(item, now)) in items.iter().enumerate() {
             if !new[i] {
                 answers.push(Accepted::Duplicate);
@@ -162,7 +161,7 @@ impl Store {
                     let in_table = depth[victim] - in_batch as u64;
                     if in_table > 0 {
                         if let Some(message) = self.evict(conn, destination, victim).await? {
-                            *released.entry(message).or_default() += 1;
+                            released.insert(message);
                         } else {
                             // The count was wrong: correct it, look again, reload after commit.
                             tracing::warn!(
@@ -285,7 +284,7 @@ impl Store {
             rest = tail;
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO message (id, from_node, packet_id, priority, source, channel, packet, \
-                 enqueued_at, expires_at, pending) ",
+                 enqueued_at, expires_at) ",
             );
             insert.push_values(chunk, |mut row, m| {
                 row.push_bind(m.id)
@@ -296,8 +295,7 @@ impl Store {
                     .push_bind(m.item.channel.as_str())
                     .push_bind(m.item.packet.as_slice())
                     .push_bind(m.now)
-                    .push_bind(m.item.expires_at)
-                    .push_bind(m.live);
+                    .push_bind(m.item.expires_at);
             });
             insert
                 .build()

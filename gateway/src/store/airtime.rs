@@ -3,10 +3,12 @@
 //!
 //! Rows are written in the transaction that confirms the delivery ([`Store::confirm`]), with the
 //! caller's wall clock, and pruned by [`Store::expire`] beyond
-//! [`StoreConfig::airtime_window`](super::StoreConfig::airtime_window). They arrive in time
-//! order, so pruning walks from the front and stops at the first row still in the window: no
-//! index, no scan. A clock that went back leaves a few rows behind a younger one a little
-//! longer, which only costs their bytes ([`Store::airtime_since`] filters on time).
+//! [`StoreConfig::airtime_window`](super::StoreConfig::airtime_window), at most every sixteenth
+//! of the window (so a page of old rows goes at once, not a row, and a page write, per sweep).
+//! They arrive in time order, so pruning walks from the front and stops at the first row still
+//! in the window: no index, no scan. A clock that went back leaves a few rows behind a younger
+//! one a little longer, which only costs their bytes ([`Store::airtime_since`] filters on
+//! time).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -82,13 +84,23 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes the airtime rows older than the window before `now`, from the front.
+    /// Deletes the airtime rows older than the window before `now`, from the front, unless
+    /// that was done less than a sixteenth of the window ago.
     pub(crate) async fn prune_airtime(
         &self,
         conn: &mut SqliteConnection,
+        books: &mut super::books::Books,
         now: Millis,
     ) -> Result<u64, StoreError> {
-        let cutoff = now.saturating_sub(self.shared.airtime_window);
+        let window = self.shared.airtime_window;
+        if books
+            .airtime_pruned
+            .is_some_and(|at| now >= at && now - at < window / 16)
+        {
+            return Ok(0);
+        }
+        books.airtime_pruned = Some(now);
+        let cutoff = now.saturating_sub(window);
         let done = sqlx::query(
             "DELETE FROM airtime WHERE rowid < COALESCE( \
                  (SELECT rowid FROM airtime WHERE at >= ?1 ORDER BY rowid LIMIT 1), \

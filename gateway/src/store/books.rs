@@ -23,12 +23,16 @@ pub(crate) struct Books {
     /// Set when a count was found out of step with the table (a delete removed deliveries
     /// that were not counted, an eviction found none to evict): reload after this commit.
     pub(crate) resync: bool,
-    /// The id the next accepted message gets. Ids are handed out here rather than by SQLite
-    /// so a batch knows them without reading them back; `message` is AUTOINCREMENT, so
-    /// `sqlite_sequence` keeps the highest one across restarts and none is ever reused.
+    /// The id the next accepted message gets. Ids are handed out here rather than by SQLite,
+    /// so a batch knows them without reading them back, and so they never go down while the
+    /// store is open (SQLite's `max(rowid) + 1` would hand the id of a newest message that was
+    /// delivered to the next one, and a late key of the old one would name the new one).
     pub(crate) next_message: i64,
     /// Which seen-set generation takes new entries, and since when.
     pub(crate) seen: Generation,
+    /// When airtime records were last pruned: pruning at most every sixteenth of the window
+    /// deletes them a page at a time instead of one row (one page write) per sweep.
+    pub(crate) airtime_pruned: Option<super::Millis>,
 }
 
 impl Books {
@@ -38,13 +42,10 @@ impl Books {
         path: &Path,
     ) -> Result<Books, StoreError> {
         let depth = load_depths(conn, path).await?;
-        let highest: i64 = sqlx::query_scalar(
-            "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'message'), 0), \
-                        COALESCE((SELECT MAX(id) FROM message), 0))",
-        )
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| load_error(path, e))?;
+        let highest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM message")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| load_error(path, e))?;
         let seen = Generation::load(conn, path).await?;
         Ok(Books {
             depth,
@@ -52,6 +53,7 @@ impl Books {
             resync: false,
             next_message: highest.saturating_add(1),
             seen,
+            airtime_pruned: None,
         })
     }
 

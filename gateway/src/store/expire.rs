@@ -6,7 +6,7 @@
 //! delivery not expired. Each transaction deletes at most [`CHUNK`] deliveries, so a sweep
 //! after a long partition never holds the writer for long: accepts get in between.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 
 use mesh_core::Class;
 use sqlx::Row;
@@ -33,7 +33,8 @@ impl Store {
         loop {
             let mut tx = self.begin(WHAT, Durability::Normal).await?;
             if groups.is_none() {
-                self.prune_airtime(tx.conn(), now).await?;
+                let (conn, books) = tx.parts();
+                self.prune_airtime(conn, books, now).await?;
                 let mut all: Vec<(i64, usize)> = tx
                     .books()
                     .depth
@@ -49,7 +50,7 @@ impl Store {
             }
             let groups = groups.as_mut().expect("filled above");
             let mut budget = CHUNK;
-            let mut released: HashMap<i64, i64> = HashMap::new();
+            let mut released: HashSet<i64> = HashSet::new();
             while let Some(&(destination, rank)) = groups.last() {
                 if budget == 0 {
                     break;
@@ -107,7 +108,7 @@ impl Store {
                 .map_err(|e| self.query_error(WHAT, e))?;
                 for row in &deleted {
                     let (_, _, message) = self.deleted(row)?;
-                    *released.entry(message).or_default() += 1;
+                    released.insert(message);
                 }
                 let n = deleted.len() as u64;
                 tx.books().remove(destination, rank as i64, n);

@@ -45,9 +45,9 @@
 //!
 //! One writer connection does every write, in `BEGIN IMMEDIATE` transactions serialised by a
 //! mutex that also guards the in-memory queue depths, so the size cap is checked without a
-//! `COUNT(*)` per insert. A write that failed or was cancelled leaves the connection marked
-//! unclean: the next write starts on a fresh connection and reloads what is kept in memory, so
-//! one error never wedges the writer. Reads (`next`, `seen`, `queues`, ...) go through a small
+//! `COUNT(*)` per insert. A write that failed or was cancelled closes its connection (SQLite
+//! rolls the transaction back and releases the file's write lock); the next write starts on a
+//! fresh connection and reloads what is kept in memory, so one error never wedges the writer. Reads (`next`, `seen`, `queues`, ...) go through a small
 //! pool of read-only connections that WAL lets run beside a commit. [`Store`] is a cheap clone.
 //!
 //! # The size cap
@@ -179,9 +179,9 @@ pub enum Accepted {
     Duplicate,
 }
 
-/// Identifies one delivery: cheap, `Copy`, opaque outside the store, never reused (a key of a
-/// delivery that is gone never names another one). Its order is the drain order within one
-/// destination.
+/// Identifies one delivery: cheap, `Copy`, opaque outside the store, and never reused while the
+/// store that handed it out is open (a key of a delivery that is gone never names another one;
+/// no key outlives its process). Its order is the drain order within one destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DeliveryKey {
     /// `endpoint.id` of the destination.
@@ -328,13 +328,26 @@ struct Writing {
 }
 
 /// A write transaction in progress: the writer lock, with the connection inside a
-/// `BEGIN IMMEDIATE`. Dropped without [`Tx::commit`], it leaves the writer unclean (see
-/// [`Writing::clean`]) and the next write rolls it back by starting on a fresh connection.
+/// `BEGIN IMMEDIATE`. Dropped without a successful [`Store::commit`] (an error, a cancelled
+/// future), it closes the connection, which rolls the transaction back and releases SQLite's
+/// write lock at once; the writer is left unclean (see [`Writing::clean`]), so the next write
+/// opens a fresh connection and reloads the books.
 struct Tx<'a> {
     /// The writer, locked.
     guard: tokio::sync::MutexGuard<'a, Writing>,
     /// The operation, for errors.
     what: &'static str,
+    /// Set once COMMIT succeeded.
+    committed: bool,
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.guard.conn = None;
+            self.guard.synchronous = None;
+        }
+    }
 }
 
 impl Tx<'_> {
@@ -445,7 +458,10 @@ impl Store {
             guard.synchronous = None;
             let mut conn =
                 schema::connect_writer(&self.shared.writer_options, &self.shared.path).await?;
+            let next_message = guard.books.next_message;
             guard.books = Books::load(&mut conn, &self.shared.path).await?;
+            // Ids never go down while the store is open.
+            guard.books.next_message = guard.books.next_message.max(next_message);
             let endpoints = Endpoints::load(&mut conn, &self.shared.path).await?;
             *self
                 .shared
@@ -469,13 +485,20 @@ impl Store {
             .execute(&mut *conn)
             .await
             .map_err(|e| self.query_error(what, e))?;
-        if writing.books.stale {
+        // From here on, an early return rolls back (see `Tx`).
+        let mut tx = Tx {
+            guard,
+            what,
+            committed: false,
+        };
+        let (conn, books) = tx.parts();
+        if books.stale {
             tracing::debug!(path = %self.shared.path.display(), "reloading queue depths");
-            writing.books.depth = books::load_depths(conn, &self.shared.path).await?;
+            books.depth = books::load_depths(conn, &self.shared.path).await?;
         }
-        writing.books.stale = true;
-        writing.books.resync = false;
-        Ok(Tx { guard, what })
+        books.stale = true;
+        books.resync = false;
+        Ok(tx)
     }
 
     /// Commits, counts the commit, and trusts the books again (unless a drift was seen).
@@ -489,6 +512,7 @@ impl Store {
         let books = tx.books();
         books.stale = std::mem::take(&mut books.resync);
         tx.guard.clean = true;
+        tx.committed = true;
         Ok(())
     }
 

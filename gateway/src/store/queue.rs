@@ -1,7 +1,7 @@
 //! A destination's queue: what its worker reads ([`Store::next`]) and what it reports back
 //! (confirm, fail, note, reject), and the queue figures for status pages.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use mesh_core::Class;
@@ -72,11 +72,11 @@ impl Store {
         .fetch_all(tx.conn())
         .await
         .map_err(|e| self.query_error(WHAT, e))?;
-        let mut released: HashMap<i64, i64> = HashMap::new();
+        let mut released = HashSet::new();
         for row in &rows {
             let (destination, rank, message) = self.deleted(row)?;
             tx.books().remove(destination, rank, 1);
-            *released.entry(message).or_default() += 1;
+            released.insert(message);
         }
         self.release(tx.conn(), &released, WHAT).await?;
         self.record_airtime(tx.conn(), sent, now).await?;
@@ -184,7 +184,7 @@ impl Store {
             Some(row) => {
                 let (destination, rank, message) = self.deleted(&row)?;
                 tx.books().remove(destination, rank, 1);
-                self.release(tx.conn(), &HashMap::from([(message, 1)]), WHAT)
+                self.release(tx.conn(), &HashSet::from([message]), WHAT)
                     .await?;
             }
             None => tracing::debug!(%key, "reject of a delivery no longer queued"),
@@ -303,35 +303,33 @@ impl Store {
             .collect())
     }
 
-    /// Counts deliveries gone from their messages and deletes the messages left with none.
+    /// Deletes those of `messages` (which just lost a delivery) that have none left. Their
+    /// deliveries share their priority, so the look-up is one primary-key seek per endpoint:
+    /// reads only, where a count of deliveries left would rewrite the message's page at every
+    /// confirm.
     pub(crate) async fn release(
         &self,
         conn: &mut SqliteConnection,
-        released: &HashMap<i64, i64>,
+        messages: &HashSet<i64>,
         what: &'static str,
     ) -> Result<(), StoreError> {
-        if released.is_empty() {
+        if messages.is_empty() {
             return Ok(());
         }
         let mut list = String::from("[");
-        for (i, (message, n)) in released.iter().enumerate() {
+        for (i, message) in messages.iter().enumerate() {
             if i > 0 {
                 list.push(',');
             }
-            let _ = write!(list, "[{message},{n}]");
+            let _ = write!(list, "{message}");
         }
         list.push(']');
         sqlx::query(
-            "UPDATE message SET pending = pending - (j.value ->> 1) \
-             FROM json_each(?1) AS j WHERE message.id = (j.value ->> 0)",
-        )
-        .bind(&list)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| self.query_error(what, e))?;
-        sqlx::query(
             "DELETE FROM message \
-             WHERE id IN (SELECT value ->> 0 FROM json_each(?1)) AND pending <= 0",
+             WHERE id IN (SELECT value FROM json_each(?1)) \
+               AND NOT EXISTS (SELECT 1 FROM delivery d \
+                               WHERE d.destination IN (SELECT id FROM endpoint) \
+                                 AND d.priority = message.priority AND d.message = message.id)",
         )
         .bind(&list)
         .execute(&mut *conn)
