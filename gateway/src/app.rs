@@ -214,10 +214,11 @@ impl Gateway {
         let store = Store::open(StoreConfig {
             path: config.store.path.clone(),
             max_per_destination: config.store.max_queue_per_destination,
+            airtime_window: Duration::from_secs(config.airtime.window_secs),
         })
         .await
         .with_context(|| format!("cannot open the store at {}", config.store.path.display()))?;
-        let writer = Writer::spawn(store.clone(), Duration::from_millis(5), 256);
+        let writer = Writer::spawn(store.clone(), 256);
         let router = Arc::new(Router::new(&config));
         let (activity, first_activity) = broadcast::channel(1024);
         let stats = Arc::new(Stats::default());
@@ -367,9 +368,8 @@ impl MainLoop {
                 },
                 _ = expire.tick() => self.expire().await,
                 _ = prune.tick() => {
-                    let before = now_ms() - self.seen_window.as_millis() as Millis;
-                    if let Err(e) = self.store.prune_seen(before).await {
-                        warn!(error = %e, "cannot prune the seen-set");
+                    if let Err(e) = self.store.rotate_seen(now_ms(), self.seen_window).await {
+                        warn!(error = %e, "cannot rotate the seen-set");
                     }
                 }
             }
@@ -484,8 +484,7 @@ impl MainLoop {
             .iter()
             .map(|d| d.destination.clone())
             .collect();
-        // The router gives every delivery of one packet the same class.
-        let class = inbound.deliveries.first().map(|d| d.class);
+        let class = inbound.class;
         let source = slot.name.clone();
         crate::failpoint::hit("accept.before-commit");
         match self.writer.accept(inbound, now_ms()).await {
@@ -526,7 +525,7 @@ impl MainLoop {
                     source,
                     channel,
                     destinations,
-                    class: class.unwrap_or(Class::Telemetry),
+                    class,
                 });
             }
             Err(e) => {

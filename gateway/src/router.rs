@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use mesh_core::{ChannelKey, Class, NodeId, Packet, proto};
 
 use crate::config::{Config, TtlSection};
-use crate::store::{Inbound, Millis, NewDelivery};
+use crate::store::{Delivery, Inbound, Millis, NewDelivery};
 
 /// One direction of a route: `channel` on radio `from` goes to `to_channel` on radio `to`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,27 +154,76 @@ impl Router {
             if deliveries.iter().any(|d| d.destination == leg.to) {
                 continue;
             }
-            let Some(key) = self.keys.get(&(leg.to.clone(), leg.to_channel.clone())) else {
+            if !self
+                .keys
+                .contains_key(&(leg.to.clone(), leg.to_channel.clone()))
+            {
                 continue;
-            };
-            let relayed = p.encrypt(&leg.to_channel, key);
+            }
             deliveries.push(NewDelivery {
                 destination: leg.to.clone(),
-                class,
-                channel: leg.to_channel.clone(),
-                hop_limit: leg.hops,
-                packet: relayed.encode(),
-                expires_at,
+                to_channel: (leg.to_channel != heard.channel).then(|| leg.to_channel.clone()),
+                hops: leg.hops,
             });
         }
         if deliveries.is_empty() {
             return Verdict::Ignore("no route for this radio and channel");
         }
+        // Stored once, as heard: encrypted with the source channel's key (which gives back
+        // the sender's ciphertext); `render` re-encrypts for each destination at send time.
+        let stored = match self
+            .keys
+            .get(&(heard.radio.to_owned(), heard.channel.to_owned()))
+        {
+            Some(key) => p.encrypt(heard.channel, key),
+            None => p.clone(),
+        };
         Verdict::Relay(Inbound {
             from: p.from(),
             id: p.id(),
+            class,
+            source: heard.radio.to_owned(),
+            channel: heard.channel.to_owned(),
+            packet: stored.encode(),
+            expires_at,
             deliveries,
         })
+    }
+
+    /// The packet a queued delivery puts on its destination radio: the stored packet read
+    /// with its source channel's key and encrypted for the destination channel's. `None` when
+    /// the stored packet does not decode or a key is not configured (any more).
+    pub fn render(&self, delivery: &Delivery) -> Option<Packet> {
+        self.render_parts(
+            &delivery.destination,
+            &delivery.to_channel,
+            delivery.source.as_deref(),
+            &delivery.channel,
+            &delivery.packet,
+        )
+    }
+
+    /// [`Router::render`] from the delivery's parts.
+    fn render_parts(
+        &self,
+        destination: &str,
+        to_channel: &str,
+        source: Option<&str>,
+        channel: &str,
+        packet: &[u8],
+    ) -> Option<Packet> {
+        let stored = Packet::decode(packet.to_vec().into()).ok()?;
+        let to_key = self
+            .keys
+            .get(&(destination.to_owned(), to_channel.to_owned()))?;
+        // Rows from schema 1 have no source: their packet is already for the destination.
+        let source = source.unwrap_or(destination);
+        let plain = match self.keys.get(&(source.to_owned(), channel.to_owned())) {
+            Some(key) if channel == to_channel && key == to_key => return Some(stored),
+            Some(key) => stored.decrypt(key).unwrap_or(stored),
+            None => stored,
+        };
+        Some(plain.encrypt(to_channel, to_key))
     }
 }
 
@@ -250,12 +299,20 @@ to_channel = "MediumFast"
         );
         let d = &inbound.deliveries[0];
         assert_eq!(
-            (d.destination.as_str(), d.channel.as_str(), d.hop_limit),
-            ("south", "MediumFast", 0)
+            (d.destination.as_str(), d.to_channel.as_deref(), d.hops),
+            ("south", Some("MediumFast"), 0)
         );
-        assert_eq!(d.class, Class::Channel);
-        assert_eq!(d.expires_at, 1000 + 24 * 3600 * 1000);
-        let relayed = Packet::decode(d.packet.clone().into()).unwrap();
+        assert_eq!(inbound.class, Class::Channel);
+        assert_eq!(inbound.expires_at, 1000 + 24 * 3600 * 1000);
+        let relayed = r
+            .render_parts(
+                "south",
+                "MediumFast",
+                Some("north"),
+                &inbound.channel,
+                &inbound.packet,
+            )
+            .unwrap();
         assert_eq!((relayed.from(), relayed.id()), (p.from(), p.id()));
         let key = ChannelKey::from_psk(&[1]);
         assert_eq!(
@@ -278,7 +335,11 @@ to_channel = "MediumFast"
             .map(|d| d.destination.as_str())
             .collect();
         assert_eq!(dests, ["north", "north2"]);
-        assert!(back.deliveries.iter().all(|d| d.channel == "LongFast"));
+        assert!(
+            back.deliveries
+                .iter()
+                .all(|d| d.to_channel.as_deref() == Some("LongFast"))
+        );
         let one_way = Router::new(&config(&format!("{BRIDGE}one_way = true\n")));
         assert!(matches!(
             one_way.route(heard("south", "MediumFast", &p), 0),
@@ -349,8 +410,8 @@ to_channel = "MediumFast"
         let Verdict::Relay(i) = r.route(heard("north", "LongFast", &dm), 0) else {
             panic!()
         };
-        assert_eq!(i.deliveries[0].hop_limit, 2);
-        assert_eq!(i.deliveries[0].class, Class::Direct);
-        assert_eq!(i.deliveries[0].expires_at, 72 * 3600 * 1000);
+        assert_eq!(i.deliveries[0].hops, 2);
+        assert_eq!(i.class, Class::Direct);
+        assert_eq!(i.expires_at, 72 * 3600 * 1000);
     }
 }

@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::app::{Activity, Stats, now_ms};
 use crate::router::Router;
-use crate::store::{Delivery, Store, StoreError};
+use crate::store::{Delivery, Sent, Store, StoreError};
 
 /// How many rows to fetch at once.
 const BATCH: usize = 16;
@@ -64,6 +64,7 @@ pub struct RadioWorker {
 impl RadioWorker {
     /// Drains until `stop` turns true.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        self.restore_airtime().await;
         loop {
             if *stop.borrow() {
                 return;
@@ -72,18 +73,18 @@ impl RadioWorker {
                 r = self.radio.connected() => if r.is_err() { return },
                 _ = stop.changed() => continue,
             }
-            let rows = match self.store.next(&self.name, now_ms(), BATCH).await {
+            let rows = match self.store.next(&self.name, now_ms(), 0, BATCH).await {
                 Ok(rows) => rows,
                 Err(StoreError::Corrupt {
-                    seq: Some(seq),
+                    key: Some(key),
                     what,
                     ..
                 }) => {
                     // One damaged row must not block the queue behind it.
-                    warn!(radio = %self.name, seq, %what, "damaged row in the outbox; setting it aside");
+                    warn!(radio = %self.name, %key, %what, "damaged row in the outbox; setting it aside");
                     let _ = self
                         .store
-                        .reject(seq, &format!("damaged row: {what}"), now_ms())
+                        .reject(key, &format!("damaged row: {what}"), now_ms())
                         .await;
                     self.stats.undeliverable();
                     continue;
@@ -96,18 +97,7 @@ impl RadioWorker {
                 }
             };
             if rows.is_empty() {
-                let due = self
-                    .store
-                    .next_due(&self.name, now_ms())
-                    .await
-                    .ok()
-                    .flatten();
-                let until = due
-                    .map(|at| {
-                        Instant::now()
-                            + Duration::from_millis(at.saturating_sub(now_ms()).max(0) as u64)
-                    })
-                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+                let until = Instant::now() + Duration::from_secs(3600);
                 self.pause(until, true, &mut stop).await;
                 continue;
             }
@@ -127,6 +117,25 @@ impl RadioWorker {
         }
     }
 
+    /// Counts what this radio put on the air before a restart, within the governor's window,
+    /// so a restart grants no fresh budget.
+    async fn restore_airtime(&mut self) {
+        let window = self.governor.config().window;
+        let (now, wall) = (std::time::Instant::now(), now_ms());
+        let since = wall.saturating_sub(window.as_millis() as i64);
+        match self.store.airtime_since(&self.name, since).await {
+            Ok(sent) => {
+                for (at, airtime) in sent {
+                    // A record from the future (the clock went back) counts as just now.
+                    let ago = Duration::from_millis(wall.saturating_sub(at).max(0) as u64);
+                    self.governor
+                        .record(airtime, now.checked_sub(ago).unwrap_or(now));
+                }
+            }
+            Err(e) => warn!(radio = %self.name, error = %e, "cannot read past airtime"),
+        }
+    }
+
     /// Waits until `until`, or until new work arrives when `wakeable`, or until stopped.
     async fn pause(&self, until: Instant, wakeable: bool, stop: &mut watch::Receiver<bool>) {
         tokio::select! {
@@ -137,13 +146,13 @@ impl RadioWorker {
     }
 
     async fn deliver(&mut self, row: Delivery) -> Flow {
-        let packet = match Packet::decode(row.packet.clone().into()) {
-            Ok(p) => p,
-            Err(e) => {
-                self.set_aside(&row, &format!("stored packet is unreadable: {e}"))
-                    .await;
-                return Flow::Next;
-            }
+        let Some(packet) = self.router.render(&row) else {
+            self.set_aside(
+                &row,
+                "stored packet is unreadable, or its channel keys are not configured",
+            )
+            .await;
+            return Flow::Next;
         };
         if let Some((percent, at)) = *self.utilization.borrow() {
             self.governor.observe_utilization(percent, at);
@@ -156,17 +165,21 @@ impl RadioWorker {
             debug!(radio = %self.name, class = %row.class, ?hold, "airtime governor holds the queue");
             return Flow::Hold(Instant::from_std(until));
         }
-        let text = self.text_of(&packet, &row.channel);
+        let text = self.text_of(&packet, &row.to_channel);
         crate::failpoint::hit("drain.before-relay");
         let status = self
             .radio
-            .relay(packet, &row.channel, self.gateway, row.hop_limit)
+            .relay(packet, &row.to_channel, self.gateway, row.hops)
             .await;
         match status {
             DeliveryStatus::Delivered => {
                 self.governor.record(airtime, std::time::Instant::now());
                 crate::failpoint::hit("drain.before-confirm");
-                if let Err(e) = self.store.confirm(&[row.seq]).await {
+                let sent = Sent {
+                    key: row.key,
+                    airtime: Some(airtime),
+                };
+                if let Err(e) = self.store.confirm(&[sent], now_ms()).await {
                     // The radio has it; a re-send after a restart is dropped by its dedup.
                     warn!(radio = %self.name, error = %e, "cannot remove a delivered row");
                 }
@@ -175,7 +188,7 @@ impl RadioWorker {
                     from: row.from,
                     id: row.id,
                     destination: self.name.clone(),
-                    channel: row.channel.clone(),
+                    channel: row.to_channel.clone(),
                     class: row.class,
                     text,
                     waited: Duration::from_millis((now_ms() - row.enqueued_at).max(0) as u64),
@@ -200,8 +213,7 @@ impl RadioWorker {
                 let delay = Duration::from_secs(1u64 << row.attempts.min(6)).min(MAX_RETRY_DELAY);
                 info!(radio = %self.name, from = %row.from, id = %row.id, %reason,
                       retry_in_s = delay.as_secs(), "delivery not confirmed; will retry");
-                let at = now_ms() + delay.as_millis() as i64;
-                if let Err(e) = self.store.retry(row.seq, at, &reason).await {
+                if let Err(e) = self.store.fail(row.key, &reason).await {
                     warn!(radio = %self.name, error = %e, "cannot record a retry");
                 }
                 Flow::Backoff(Instant::now() + delay)
@@ -215,7 +227,7 @@ impl RadioWorker {
 
     async fn set_aside(&self, row: &Delivery, reason: &str) {
         warn!(radio = %self.name, from = %row.from, id = %row.id, %reason, "delivery set aside as undeliverable");
-        if let Err(e) = self.store.reject(row.seq, reason, now_ms()).await {
+        if let Err(e) = self.store.reject(row.key, reason, now_ms()).await {
             warn!(radio = %self.name, error = %e, "cannot set a delivery aside");
         }
         self.stats.undeliverable();

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::DeliveryKey;
+
 /// A store operation failed.
 ///
 /// `Clone` because the group-commit [`Writer`](super::Writer) hands the one error of a failed
@@ -39,16 +41,16 @@ pub enum StoreError {
         cause: Arc<sqlx::Error>,
     },
     /// A row holds a value the store never writes (a class rank out of range, a node number
-    /// that is not a u32, ...).
+    /// that is not a u32, a delivery whose message is missing, ...).
     #[error("store {}: {what}", path.display())]
     Corrupt {
         /// The store file.
         path: PathBuf,
-        /// The outbox row at fault, when there is one: a worker can [`reject`] it to move it
+        /// The delivery at fault, when there is one: a worker can [`reject`] it to move it
         /// out of the way.
         ///
         /// [`reject`]: super::Store::reject
-        seq: Option<i64>,
+        key: Option<DeliveryKey>,
         /// Which row and column, and what was found.
         what: String,
     },
@@ -58,5 +60,23 @@ pub enum StoreError {
     WriterStopped {
         /// The store file.
         path: PathBuf,
+    },
+    /// [`Writer::submit`](super::Writer::submit) found the writer's queue full (the disk is
+    /// slower than what arrives): the item was not taken, and the caller decides whether to
+    /// wait ([`Writer::accept`](super::Writer::accept)) or to let its source re-send.
+    #[error("store {}: the writer is busy ({capacity} items already waiting)", path.display())]
+    Busy {
+        /// The store file.
+        path: PathBuf,
+        /// How many items the writer's queue holds.
+        capacity: usize,
+    },
+    /// [`Store::close`](super::Store::close) was called: nothing more is written.
+    #[error("store {}: {what} after the store was closed", path.display())]
+    Closed {
+        /// The store file.
+        path: PathBuf,
+        /// The operation refused, such as `accept`.
+        what: &'static str,
     },
 }
