@@ -3,9 +3,7 @@
 //! process sends itself SIGKILL (what `kill -9` does: no destructor, no flush) the n-th time
 //! it passes `<point>`. Without the variable, [`hit`] is one relaxed atomic load.
 //!
-//! Points: `accept.before-commit` (a packet received, not yet in the store),
-//! `drain.before-relay` (a delivery read from the store, not yet handed to the radio),
-//! `drain.before-confirm` (the radio confirmed a delivery, its row not yet deleted).
+//! The points are the variants of [`CrashPoint`], so a misspelt point cannot compile.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,10 +21,35 @@ fn armed() -> &'static Option<(String, AtomicU64)> {
     })
 }
 
+/// A place where a test may have the process die.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// `accept.before-commit`: a packet received and routed, not yet in the store.
+    AcceptBeforeCommit,
+    /// `drain.before-send`: a delivery read from the store, not yet handed to its destination.
+    DrainBeforeSend,
+    /// `drain.before-confirm`: deliveries confirmed by the far side, their rows not yet deleted.
+    DrainBeforeConfirm,
+    /// `mqtt.before-ack`: an MQTT downlink message committed, its PUBACK not yet sent.
+    MqttBeforeAck,
+}
+
+impl CrashPoint {
+    /// The name `ARCHIPEL_CRASH_AT` uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CrashPoint::AcceptBeforeCommit => "accept.before-commit",
+            CrashPoint::DrainBeforeSend => "drain.before-send",
+            CrashPoint::DrainBeforeConfirm => "drain.before-confirm",
+            CrashPoint::MqttBeforeAck => "mqtt.before-ack",
+        }
+    }
+}
+
 /// Passes `point`; dies here if this is the armed point's n-th pass.
-pub fn hit(point: &str) {
+pub fn hit(point: CrashPoint) {
     if let Some((armed, left)) = armed()
-        && armed == point
+        && armed == point.as_str()
         && left.fetch_sub(1, Ordering::SeqCst) == 1
     {
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);

@@ -1,16 +1,24 @@
 //! The gateway: configuration, the router, the durable store, and the workers that drain it.
 //!
-//! One message's way, module by module:
+//! One message's way, module by module (a radio to MQTT, say):
 //! 1. an adapter (`archipel_adapters::radio`) hands over a received packet;
-//! 2. [`router`] deduplicates it on the mesh's own (from, id) and applies the routes;
-//! 3. [`store`] commits the seen-set entry and one delivery per destination in one transaction;
-//! 4. a destination worker drains its queue through its adapter, paced by the airtime governor,
-//!    and the row goes only when the far side confirmed it.
+//! 2. [`ingest`] decodes it for its kind and asks the [`router`] where it goes (deduplication
+//!    is the store's seen-set, in the same transaction);
+//! 3. [`store`] commits the message once and one delivery per destination, in a group commit;
+//! 4. the destination's [`worker`] drains its queue through its [`sink`] (paced by the airtime
+//!    governor for a radio), under the pure [`drain`] policy, and a row goes only when the far
+//!    side confirmed it.
 #![warn(missing_docs)]
 
+pub mod activity;
 pub mod app;
 pub mod config;
+pub mod drain;
 pub mod failpoint;
+pub mod ingest;
+pub mod ratelimit;
 pub mod router;
+pub mod sink;
+pub mod stats;
 pub mod store;
 pub mod worker;

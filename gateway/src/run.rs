@@ -3,7 +3,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use archipel_gateway::app::{Activity, Gateway};
+use archipel_gateway::activity::Activity;
+use archipel_gateway::app::Gateway;
 use archipel_gateway::config::Config;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -28,7 +29,9 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     let config = load(path)?;
     let gateway = Gateway::start(config).await?;
     follow(&gateway, Duration::from_secs(60)).await;
+    println!("{}", summary_line(&gateway).await);
     gateway.shutdown().await;
+    println!("{} stopped", clock());
     Ok(())
 }
 
@@ -56,24 +59,42 @@ pub async fn follow(gateway: &Gateway, every: Duration) {
     }
 }
 
-/// The periodic one-line summary.
+/// The periodic one-line summary: totals, then each destination's queue.
 pub async fn summary_line(gateway: &Gateway) -> String {
-    use archipel_gateway::app::Stats;
+    use archipel_gateway::stats::Stats;
     let s = gateway.stats();
     let airtime: Vec<String> = s
         .airtime()
         .into_iter()
         .map(|(r, d)| format!("{r} {:.1}s", d.as_secs_f64()))
         .collect();
+    let queues: Vec<String> = match gateway.store().queues().await {
+        Ok(q) if q.is_empty() => vec!["none".into()],
+        Ok(q) => q
+            .iter()
+            .map(|q| format!("{} {}", q.destination, q.count))
+            .collect(),
+        Err(e) => vec![format!("unknown ({e})")],
+    };
+    let latency = |q: f64| {
+        s.commit_latency
+            .quantile(q)
+            .map(|d| format!("{:.1}", d.as_secs_f64() * 1000.0))
+            .unwrap_or_else(|| "-".into())
+    };
     format!(
-        "{} summary: relayed {}, deduplicated {}, queued {}, expired {}, overflowed {}, undeliverable {}, airtime used {}",
+        "{} summary: relayed {}, deduplicated {}, dropped {}, expired {}, overflowed {}, undeliverable {}, queued {} ({}), commit p50/p99 {}/{} ms, airtime used {}",
         clock(),
         Stats::get(&s.relayed),
         Stats::get(&s.duplicates),
-        gateway.queued().await,
+        Stats::get(&s.dropped),
         Stats::get(&s.expired),
         Stats::get(&s.overflowed),
         Stats::get(&s.undeliverable),
+        gateway.queued().await,
+        queues.join(", "),
+        latency(0.5),
+        latency(0.99),
         if airtime.is_empty() {
             "none".into()
         } else {
@@ -85,11 +106,20 @@ pub async fn summary_line(gateway: &Gateway) -> String {
 /// One readable line for an activity, or nothing for the noisy ones.
 pub fn describe(a: &Activity) -> Option<String> {
     Some(match a {
-        Activity::RadioUp { radio, node } => format!(
-            "radio {radio} up ({})",
-            node.map(|n| n.to_string()).unwrap_or_else(|| "?".into())
+        Activity::EndpointUp {
+            endpoint,
+            kind,
+            detail,
+        } => format!(
+            "{kind} {endpoint} up ({})",
+            detail.as_deref().unwrap_or("connected")
         ),
-        Activity::RadioDown { radio, reason } => format!("radio {radio} down: {reason}"),
+        Activity::EndpointDown {
+            endpoint,
+            kind,
+            reason,
+        } => format!("{kind} {endpoint} down: {reason}"),
+        Activity::Problem { endpoint, text } => format!("PROBLEM {endpoint}: {text}"),
         Activity::Relayed {
             from,
             id,
@@ -100,13 +130,19 @@ pub fn describe(a: &Activity) -> Option<String> {
             waited,
             airtime,
         } => format!(
-            "relayed {from} {id} -> {destination}#{channel} ({class}, waited {} ms, {} ms airtime){}",
+            "relayed {from} {id} -> {destination}#{channel} ({class}, waited {} ms{}){}",
             waited.as_millis(),
-            airtime.as_millis(),
+            airtime
+                .map(|a| format!(", {} ms airtime", a.as_millis()))
+                .unwrap_or_default(),
             text.as_ref()
-                .map(|t| format!(": \"{t}\""))
+                .map(|t| format!(": \"{}\"", t.escape_debug()))
                 .unwrap_or_default()
         ),
+        Activity::Waiting {
+            destination,
+            reason,
+        } => format!("waiting for {destination}: {reason}"),
         Activity::Undeliverable {
             from,
             id,
@@ -135,7 +171,7 @@ pub fn describe(a: &Activity) -> Option<String> {
             "queued {from} {id} from {source}#{channel} ({class}) for {}",
             destinations.join(", ")
         ),
-        Activity::Duplicate { .. } => return None,
+        Activity::Duplicate { .. } | Activity::Dropped { .. } => return None,
     })
 }
 

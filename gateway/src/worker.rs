@@ -1,250 +1,389 @@
-//! A destination worker: drains one radio's queue from the store into the radio, paced by the
-//! radio's airtime governor, and deletes a row only when the radio confirmed it has the packet.
+//! The drain worker: one per destination, the same for every kind. It reads the destination's
+//! queue from the store, renders each row (the [`Router`]), hands it to the [`Sink`] (which may
+//! pace it), keeps up to the sink's window in flight, and carries out the pure [`Drain`]'s
+//! decisions: batched confirms, counted failures, rows set aside. A row leaves the store only
+//! when the far side confirmed it.
 //!
-//! Order: the store hands rows most urgent class first, oldest first within a class. After a
-//! failed attempt the whole queue waits for that row's retry time, so what one sender said
-//! never overtakes what they said before on the same class.
+//! ```text
+//!  Notify (ingest committed rows) ─┐
+//!  sink ready ─────────────────────┼─> fill: store.next → router.render → sink.prepare → send
+//!  outcome of a send ──────────────┤       (up to the window, skipping rows in flight)
+//!  pause / linger timer ───────────┘   outcome → Drain → confirm batch | fail | set aside
+//! ```
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use archipel_adapters::radio::RadioHandle;
-use mesh_core::{DeliveryStatus, Governor, ModemPreset, NodeId, Packet, Verdict};
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
+use mesh_core::{Class, DeliveryStatus, NodeId, PacketId};
 use tokio::sync::{Notify, broadcast, watch};
-use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::app::{Activity, Stats, now_ms};
+use crate::activity::Activity;
+use crate::app::now_ms;
+use crate::drain::{Drain, DrainPolicy, Pause, Step};
+use crate::failpoint::{self, CrashPoint};
 use crate::router::Router;
-use crate::store::{Delivery, Sent, Store, StoreError};
+use crate::sink::{Prepared, Sink};
+use crate::stats::Stats;
+use crate::store::{Delivery, DeliveryKey, Millis, Sent, Store, StoreError};
 
-/// How many rows to fetch at once.
-const BATCH: usize = 16;
-/// Longest wait between retries of a delivery the radio did not take.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+/// How long an idle worker waits before looking at its queue again on its own (new rows ring
+/// the bell; this only covers a missed ring).
+const IDLE_RECHECK: Duration = Duration::from_secs(60);
 
-/// What to do after one row.
-enum Flow {
-    /// Go on with the next row of the batch.
-    Next,
-    /// The governor holds traffic back until then; a new, more urgent row may go earlier.
-    Hold(Instant),
-    /// The radio failed a delivery: the queue waits until then, whatever arrives.
-    Backoff(Instant),
+/// What the worker remembers of a row between handing it over and confirming it.
+#[derive(Debug, Clone)]
+struct RowMeta {
+    /// Airtime it costs (radios), recorded with the confirm.
+    airtime: Option<Duration>,
+    /// For the activity line.
+    from: NodeId,
+    /// For the activity line.
+    id: PacketId,
+    /// For the activity line.
+    class: Class,
+    /// Destination channel, for the activity line.
+    channel: String,
+    /// When it was accepted, for "waited".
+    enqueued_at: Millis,
+    /// Its text, read only when someone follows the activity and never for direct messages.
+    text: Option<String>,
 }
 
-/// One radio's drain loop.
-pub struct RadioWorker {
-    /// The radio's configured name, which is also its queue's name in the store.
-    pub name: String,
-    /// The radio link.
-    pub radio: RadioHandle,
+/// The answer of one send, with what is needed to act on it: the row, its counted attempts
+/// so far, and the airtime it cost.
+type Outcome = (DeliveryKey, u32, Option<Duration>, DeliveryStatus);
+
+/// What every drain worker of a gateway shares.
+#[derive(Clone)]
+pub struct Shared {
     /// The durable queues.
     pub store: Store,
-    /// Airtime accounting for this radio.
-    pub governor: Governor,
-    /// The radio's modem preset, for airtime per packet.
-    pub preset: ModemPreset,
-    /// Our gateway id, for the envelopes.
-    pub gateway: NodeId,
-    /// The routing table, whose channel keys read a relayed text for the activity feed.
+    /// Renders rows for their destination (re-encryption with the channel table).
     pub router: Arc<Router>,
-    /// Attempts before a delivery is set aside as undeliverable.
-    pub max_attempts: u32,
-    /// Rung by the router when it queued something for this radio.
-    pub wake: Arc<Notify>,
-    /// The radio's latest channel utilisation report (percent, when it came).
-    pub utilization: watch::Receiver<Option<(f32, std::time::Instant)>>,
-    /// Where relays are announced.
+    /// Where relays and problems are announced.
     pub activity: broadcast::Sender<Activity>,
     /// Shared counters.
     pub stats: Arc<Stats>,
+    /// Counted failures before a row is set aside.
+    pub max_attempts: u32,
 }
 
-impl RadioWorker {
-    /// Drains until `stop` turns true.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        self.restore_airtime().await;
+/// One destination's drain loop.
+pub struct DrainWorker<S: Sink> {
+    /// The destination's name: its queue in the store, its log span.
+    name: String,
+    /// How it is sent to.
+    sink: S,
+    /// The durable queues.
+    store: Store,
+    /// Renders rows for the destination (re-encryption with the channel table).
+    router: Arc<Router>,
+    /// What is in flight, paused, or waiting for its confirm.
+    drain: Drain<DeliveryKey, RowMeta>,
+    /// Rung by ingest when it committed rows for this destination.
+    wake: Arc<Notify>,
+    /// Where relays and problems are announced.
+    activity: broadcast::Sender<Activity>,
+    /// Shared counters.
+    stats: Arc<Stats>,
+    /// Whether the destination was unreachable at the last outcome, so "waiting" is said once.
+    waiting: bool,
+}
+
+impl<S: Sink> DrainWorker<S> {
+    /// A worker draining `name`'s queue into `sink`, rung by `wake`.
+    pub fn new(name: String, sink: S, shared: &Shared, wake: Arc<Notify>) -> DrainWorker<S> {
+        let policy = DrainPolicy::new(sink.window(), shared.max_attempts);
+        DrainWorker {
+            name,
+            sink,
+            store: shared.store.clone(),
+            router: shared.router.clone(),
+            drain: Drain::new(policy),
+            wake,
+            activity: shared.activity.clone(),
+            stats: shared.stats.clone(),
+            waiting: false,
+        }
+    }
+
+    /// Drains until `stop` turns true, then waits for what is in flight and confirms it.
+    pub async fn run(self, stop: watch::Receiver<bool>) {
+        let span = info_span!("drain", destination = %self.name);
+        self.drive(stop).instrument(span).await;
+    }
+
+    async fn drive(mut self, mut stop: watch::Receiver<bool>) {
+        let mut in_flight: FuturesUnordered<BoxFuture<'static, Outcome>> = FuturesUnordered::new();
+        // Whether the last look at the queue found nothing to send: then only the bell (or
+        // the idle recheck) brings the worker back to it.
+        let mut idle = false;
         loop {
-            if *stop.borrow() {
+            let stopping = *stop.borrow();
+            self.confirm(Instant::now(), stopping && in_flight.is_empty())
+                .await;
+            if stopping && in_flight.is_empty() {
+                self.confirm(Instant::now(), true).await;
                 return;
             }
-            tokio::select! {
-                r = self.radio.connected() => if r.is_err() { return },
-                _ = stop.changed() => continue,
-            }
-            let rows = match self.store.next(&self.name, now_ms(), 0, BATCH).await {
-                Ok(rows) => rows,
-                Err(StoreError::Corrupt {
-                    key: Some(key),
-                    what,
-                    ..
-                }) => {
-                    // One damaged row must not block the queue behind it.
-                    warn!(radio = %self.name, %key, %what, "damaged row in the outbox; setting it aside");
-                    let _ = self
-                        .store
-                        .reject(key, &format!("damaged row: {what}"), now_ms())
-                        .await;
-                    self.stats.undeliverable();
-                    continue;
+            let ready = self.sink.ready();
+            let mut ready = ready.fuse();
+            let reachable = match (&mut ready).now_or_never() {
+                Some(Ok(())) => true,
+                Some(Err(_)) => {
+                    // The adapter is gone: nothing more will be sent; what is in flight ends.
+                    if in_flight.is_empty() {
+                        self.confirm(Instant::now(), true).await;
+                        return;
+                    }
+                    false
                 }
+                None => false,
+            };
+            if reachable && !stopping && !idle && self.drain.room(Instant::now()) > 0 {
+                idle = !self.fill(&mut in_flight).await;
+            }
+            let now = Instant::now();
+            let timeout = self
+                .drain
+                .poll_timeout()
+                .filter(|t| *t > now)
+                .unwrap_or(now + IDLE_RECHECK);
+            tokio::select! {
+                Some((key, attempts, airtime, status)) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.outcome(key, attempts, airtime, status).await;
+                    idle = false;
+                }
+                _ = self.wake.notified(), if !stopping => {
+                    self.drain.lift_hold();
+                    idle = false;
+                }
+                r = &mut ready, if !reachable && !stopping => {
+                    if r.is_ok() {
+                        idle = false;
+                    }
+                }
+                _ = tokio::time::sleep_until(timeout.into()) => idle = false,
+                _ = stop.changed(), if !stopping => {}
+            }
+        }
+    }
+
+    /// Sends what the window and the sink allow. Returns false when the queue had nothing to
+    /// send (idle until rung).
+    async fn fill(
+        &mut self,
+        in_flight: &mut FuturesUnordered<BoxFuture<'static, Outcome>>,
+    ) -> bool {
+        let room = self.drain.room(Instant::now());
+        let busy = self.drain.in_flight();
+        let rows = match self
+            .store
+            .next(
+                &self.name,
+                now_ms(),
+                0,
+                room + busy + self.drain.policy().confirm_batch.min(64),
+            )
+            .await
+        {
+            Ok(rows) => rows,
+            Err(StoreError::Corrupt {
+                key: Some(key),
+                what,
+                ..
+            }) => {
+                // One damaged row must not block the queue behind it.
+                warn!(%what, "damaged row in the outbox; setting it aside");
+                self.set_aside_key(key, &format!("damaged row: {what}"))
+                    .await;
+                return true;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot read the outbox; trying again shortly");
+                self.drain
+                    .hold_until(Instant::now() + Duration::from_secs(1));
+                return true;
+            }
+        };
+        let mut sent_any = false;
+        for row in rows {
+            if self.drain.room(Instant::now()) == 0 {
+                break;
+            }
+            if self.drain.is_busy(&row.key) {
+                continue;
+            }
+            let rendered = match self.router.render(&row) {
+                Ok(r) => r,
                 Err(e) => {
-                    warn!(radio = %self.name, error = %e, "cannot read the outbox; trying again in 1s");
-                    self.pause(Instant::now() + Duration::from_secs(1), false, &mut stop)
-                        .await;
+                    self.set_aside(&row, &e.to_string()).await;
                     continue;
                 }
             };
-            if rows.is_empty() {
-                let until = Instant::now() + Duration::from_secs(3600);
-                self.pause(until, true, &mut stop).await;
-                continue;
-            }
-            for row in rows {
-                match self.deliver(row).await {
-                    Flow::Next => {}
-                    Flow::Hold(until) => {
-                        self.pause(until, true, &mut stop).await;
-                        break;
-                    }
-                    Flow::Backoff(until) => {
-                        self.pause(until, false, &mut stop).await;
-                        break;
-                    }
+            let text = (self.activity.receiver_count() > 0 && row.class != Class::Direct)
+                .then(|| rendered.decoded().and_then(|p| p.text()))
+                .flatten();
+            let channel = rendered.channel.clone();
+            match self.sink.prepare(&row, rendered, Instant::now()) {
+                Prepared::Send { send, airtime } => {
+                    failpoint::hit(CrashPoint::DrainBeforeSend);
+                    let (key, attempts) = (row.key, row.attempts);
+                    self.drain.sent(
+                        key,
+                        RowMeta {
+                            airtime,
+                            from: row.from,
+                            id: row.id,
+                            class: row.class,
+                            channel,
+                            enqueued_at: row.enqueued_at,
+                            text,
+                        },
+                    );
+                    in_flight.push(
+                        send.map(move |status| (key, attempts, airtime, status))
+                            .boxed(),
+                    );
+                    sent_any = true;
                 }
-            }
-        }
-    }
-
-    /// Counts what this radio put on the air before a restart, within the governor's window,
-    /// so a restart grants no fresh budget.
-    async fn restore_airtime(&mut self) {
-        let window = self.governor.config().window;
-        let (now, wall) = (std::time::Instant::now(), now_ms());
-        let since = wall.saturating_sub(window.as_millis() as i64);
-        match self.store.airtime_since(&self.name, since).await {
-            Ok(sent) => {
-                for (at, airtime) in sent {
-                    // A record from the future (the clock went back) counts as just now.
-                    let ago = Duration::from_millis(wall.saturating_sub(at).max(0) as u64);
-                    self.governor
-                        .record(airtime, now.checked_sub(ago).unwrap_or(now));
+                Prepared::Hold(until) => {
+                    self.drain.hold_until(until);
+                    return true;
                 }
+                Prepared::Refuse(reason) => self.set_aside(&row, &reason).await,
             }
-            Err(e) => warn!(radio = %self.name, error = %e, "cannot read past airtime"),
         }
+        sent_any || self.drain.in_flight() > 0
     }
 
-    /// Waits until `until`, or until new work arrives when `wakeable`, or until stopped.
-    async fn pause(&self, until: Instant, wakeable: bool, stop: &mut watch::Receiver<bool>) {
-        tokio::select! {
-            _ = tokio::time::sleep_until(until) => {}
-            _ = self.wake.notified(), if wakeable => {}
-            _ = stop.changed() => {}
-        }
-    }
-
-    async fn deliver(&mut self, row: Delivery) -> Flow {
-        let Some(packet) = self.router.render(&row) else {
-            self.set_aside(
-                &row,
-                "stored packet is unreadable, or its channel keys are not configured",
-            )
-            .await;
-            return Flow::Next;
-        };
-        if let Some((percent, at)) = *self.utilization.borrow() {
-            self.governor.observe_utilization(percent, at);
-        }
-        let airtime = self.preset.time_on_air(packet.on_air_len());
-        if let (Verdict::WaitUntil(until), hold) =
-            self.governor
-                .check(row.class, airtime, std::time::Instant::now())
-        {
-            debug!(radio = %self.name, class = %row.class, ?hold, "airtime governor holds the queue");
-            return Flow::Hold(Instant::from_std(until));
-        }
-        let text = self.text_of(&packet, &row.to_channel);
-        crate::failpoint::hit("drain.before-relay");
-        let status = self
-            .radio
-            .relay(packet, &row.to_channel, self.gateway, row.hops)
-            .await;
-        match status {
+    async fn outcome(
+        &mut self,
+        key: DeliveryKey,
+        attempts: u32,
+        airtime: Option<Duration>,
+        status: DeliveryStatus,
+    ) {
+        let now = Instant::now();
+        let stats = self.stats.endpoint(&self.name);
+        match &status {
             DeliveryStatus::Delivered => {
-                self.governor.record(airtime, std::time::Instant::now());
-                crate::failpoint::hit("drain.before-confirm");
-                let sent = Sent {
-                    key: row.key,
-                    airtime: Some(airtime),
-                };
-                if let Err(e) = self.store.confirm(&[sent], now_ms()).await {
-                    // The radio has it; a re-send after a restart is dropped by its dedup.
-                    warn!(radio = %self.name, error = %e, "cannot remove a delivered row");
+                if std::mem::take(&mut self.waiting) {
+                    info!("destination reachable again; draining");
                 }
-                self.stats.relayed(&self.name, airtime);
-                let _ = self.activity.send(Activity::Relayed {
-                    from: row.from,
-                    id: row.id,
-                    destination: self.name.clone(),
-                    channel: row.to_channel.clone(),
-                    class: row.class,
-                    text,
-                    waited: Duration::from_millis((now_ms() - row.enqueued_at).max(0) as u64),
-                    airtime,
-                });
-                Flow::Next
             }
             DeliveryStatus::Unreachable { reason } => {
-                // Not the message's fault: it waits, uncounted, for the radio to be back.
-                info!(radio = %self.name, %reason, "radio unreachable; the queue waits");
-                Flow::Backoff(Instant::now() + Duration::from_secs(1))
+                if let Some(s) = stats {
+                    Stats::add(&s.unreachable, 1);
+                }
+                if !std::mem::replace(&mut self.waiting, true) {
+                    warn!(%reason, "destination unreachable; its queue waits");
+                    let _ = self.activity.send(Activity::Waiting {
+                        destination: self.name.clone(),
+                        reason: reason.clone(),
+                    });
+                }
             }
             DeliveryStatus::Failed { reason } => {
-                if row.attempts + 1 >= self.max_attempts {
-                    self.set_aside(
-                        &row,
-                        &format!("{} attempts failed; last: {reason}", row.attempts + 1),
-                    )
-                    .await;
-                    return Flow::Next;
+                if let Some(s) = stats {
+                    Stats::add(&s.failed, 1);
                 }
-                let delay = Duration::from_secs(1u64 << row.attempts.min(6)).min(MAX_RETRY_DELAY);
-                info!(radio = %self.name, from = %row.from, id = %row.id, %reason,
-                      retry_in_s = delay.as_secs(), "delivery not confirmed; will retry");
-                if let Err(e) = self.store.fail(row.key, &reason).await {
-                    warn!(radio = %self.name, error = %e, "cannot record a retry");
+                info!(%reason, "delivery not confirmed; will retry");
+            }
+            DeliveryStatus::Rejected { .. } => {}
+        }
+        let delivered = status.is_delivered();
+        let step = self.drain.outcome(key, attempts, status, now);
+        if delivered {
+            // The governor counts it at once; the store records it with the confirm.
+            self.sink.delivered(airtime, now);
+        }
+        match step {
+            None => {}
+            Some(Step::Fail { key, reason }) => {
+                if let Err(e) = self.store.fail(key, &reason).await {
+                    warn!(error = %e, "cannot record a failed attempt");
                 }
-                Flow::Backoff(Instant::now() + delay)
             }
-            DeliveryStatus::Rejected { reason } => {
-                self.set_aside(&row, &reason).await;
-                Flow::Next
+            Some(Step::SetAside { key, reason, meta }) => {
+                warn!(from = %meta.from, id = %meta.id, %reason, "delivery set aside as undeliverable");
+                let _ = self.activity.send(Activity::Undeliverable {
+                    from: meta.from,
+                    id: meta.id,
+                    destination: self.name.clone(),
+                    reason: reason.clone(),
+                });
+                self.reject(key, &reason).await;
             }
+        }
+        if let Some((until, Pause::Retry)) = self.drain.paused_at(now) {
+            debug!(
+                retry_in_ms = (until - now).as_millis() as u64,
+                "queue paused after a failure"
+            );
+        }
+    }
+
+    /// Commits the confirms that are due (all of them when `flush`).
+    async fn confirm(&mut self, now: Instant, flush: bool) {
+        let due = self.drain.confirms_due(now, flush);
+        if due.is_empty() {
+            return;
+        }
+        failpoint::hit(CrashPoint::DrainBeforeConfirm);
+        let sent: Vec<Sent> = due
+            .iter()
+            .map(|(key, meta)| Sent {
+                key: *key,
+                airtime: meta.airtime,
+            })
+            .collect();
+        if let Err(e) = self.store.confirm(&sent, now_ms()).await {
+            // The far side has them; a re-send after a restart is dropped by its dedup.
+            warn!(error = %e, rows = sent.len(), "cannot remove delivered rows");
+        }
+        let wall = now_ms();
+        for (_, meta) in due {
+            self.stats.relayed(&self.name, meta.airtime);
+            let _ = self.activity.send(Activity::Relayed {
+                from: meta.from,
+                id: meta.id,
+                destination: self.name.clone(),
+                channel: meta.channel,
+                class: meta.class,
+                text: meta.text,
+                waited: Duration::from_millis(
+                    u64::try_from(wall.saturating_sub(meta.enqueued_at)).unwrap_or(0),
+                ),
+                airtime: meta.airtime,
+            });
         }
     }
 
     async fn set_aside(&self, row: &Delivery, reason: &str) {
-        warn!(radio = %self.name, from = %row.from, id = %row.id, %reason, "delivery set aside as undeliverable");
-        if let Err(e) = self.store.reject(row.key, reason, now_ms()).await {
-            warn!(radio = %self.name, error = %e, "cannot set a delivery aside");
-        }
-        self.stats.undeliverable();
+        warn!(from = %row.from, id = %row.id, %reason, "delivery set aside as undeliverable");
         let _ = self.activity.send(Activity::Undeliverable {
             from: row.from,
             id: row.id,
             destination: self.name.clone(),
             reason: reason.to_owned(),
         });
+        self.reject(row.key, reason).await;
     }
 
-    /// The text of a relayed packet, for whoever follows the activity feed (only then: it
-    /// costs a decryption).
-    fn text_of(&self, packet: &Packet, channel: &str) -> Option<String> {
-        if self.activity.receiver_count() == 0 {
-            return None;
+    async fn set_aside_key(&self, key: DeliveryKey, reason: &str) {
+        warn!(%reason, "delivery set aside as undeliverable");
+        self.reject(key, reason).await;
+    }
+
+    async fn reject(&self, key: DeliveryKey, reason: &str) {
+        if let Err(e) = self.store.reject(key, reason, now_ms()).await {
+            warn!(error = %e, "cannot set a delivery aside");
         }
-        self.router.decrypt(&self.name, channel, packet)?.text()
+        Stats::add(&self.stats.undeliverable, 1);
     }
 }

@@ -95,6 +95,12 @@ impl Governor {
         &self.config
     }
 
+    /// Changes the legal limit (the radio reported another region than the one expected),
+    /// keeping what was already spent in the window.
+    pub fn set_duty_cycle_percent(&mut self, percent: Option<f64>) {
+        self.config.duty_cycle_percent = percent;
+    }
+
     /// The airtime the window allows, if there is a legal limit.
     pub fn budget(&self) -> Option<Duration> {
         self.config

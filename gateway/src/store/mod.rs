@@ -182,7 +182,9 @@ pub enum Accepted {
 /// Identifies one delivery: cheap, `Copy`, opaque outside the store, and never reused while the
 /// store that handed it out is open (a key of a delivery that is gone never names another one;
 /// no key outlives its process). Its order is the drain order within one destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// `Default` is a key no delivery has (ids start at 1), for values built outside the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DeliveryKey {
     /// `endpoint.id` of the destination.
     destination: i64,

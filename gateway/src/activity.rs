@@ -1,0 +1,123 @@
+//! What happens in a running gateway, as events for whoever follows it (the terminal, later the
+//! status page). Every event names the endpoint it concerns; the kinds of endpoint share them.
+
+use std::time::Duration;
+
+use mesh_core::{Class, NodeId, PacketId};
+
+/// Something an operator may want to see, as it happens.
+#[derive(Debug, Clone)]
+pub enum Activity {
+    /// An endpoint's link came up (a radio finished its handshake, a broker accepted us).
+    EndpointUp {
+        /// Its configured name.
+        endpoint: String,
+        /// Its kind (`radio`, `mqtt`), for the line an operator reads.
+        kind: &'static str,
+        /// Who it is there (a radio's node id), when that means something.
+        detail: Option<String>,
+    },
+    /// An endpoint's link went down (it reconnects by itself).
+    EndpointDown {
+        /// Its configured name.
+        endpoint: String,
+        /// Its kind.
+        kind: &'static str,
+        /// Why, as the link saw it.
+        reason: String,
+    },
+    /// Something about an endpoint the operator must fix (a radio set up so that it cannot take
+    /// relayed traffic, a configuration that disagrees with the radio). Said once per cause.
+    Problem {
+        /// Its configured name.
+        endpoint: String,
+        /// What is wrong and how to fix it.
+        text: String,
+    },
+    /// A packet was accepted and queued for these destinations.
+    Queued {
+        /// Sender.
+        from: NodeId,
+        /// Packet id.
+        id: PacketId,
+        /// Endpoint it was heard on.
+        source: String,
+        /// Channel it was heard on.
+        channel: String,
+        /// Where it will go.
+        destinations: Vec<String>,
+        /// Its priority class.
+        class: Class,
+    },
+    /// A packet already seen was dropped.
+    Duplicate {
+        /// Sender.
+        from: NodeId,
+        /// Packet id.
+        id: PacketId,
+        /// Endpoint the copy came from.
+        source: String,
+    },
+    /// An ingress dropped something it must not pass on (abuse, a loop, a spoof), by reason.
+    Dropped {
+        /// Endpoint it came from.
+        source: String,
+        /// Why (bounded: also a metric label).
+        reason: &'static str,
+        /// Sender, when known.
+        from: Option<NodeId>,
+    },
+    /// A destination confirmed a delivery.
+    Relayed {
+        /// Original sender (unchanged).
+        from: NodeId,
+        /// Packet id (unchanged).
+        id: PacketId,
+        /// Destination endpoint.
+        destination: String,
+        /// Channel there.
+        channel: String,
+        /// Priority class.
+        class: Class,
+        /// The text, when it is one and is not a direct message (those stay private).
+        text: Option<String>,
+        /// Time between queueing and confirmation.
+        waited: Duration,
+        /// Airtime it cost on the far mesh (radios).
+        airtime: Option<Duration>,
+    },
+    /// A destination could not be reached; its queue waits. Said when it starts, not per try.
+    Waiting {
+        /// Destination endpoint.
+        destination: String,
+        /// What is in the way.
+        reason: String,
+    },
+    /// A delivery was set aside after the destination refused it or kept failing.
+    Undeliverable {
+        /// Sender.
+        from: NodeId,
+        /// Packet id.
+        id: PacketId,
+        /// Destination endpoint.
+        destination: String,
+        /// Why.
+        reason: String,
+    },
+    /// Messages waited longer than their class allows and were dropped.
+    Expired {
+        /// Destination endpoint.
+        destination: String,
+        /// Their class.
+        class: Class,
+        /// How many.
+        count: u64,
+    },
+    /// A full queue dropped or refused a message.
+    Overflow {
+        /// Destination endpoint.
+        destination: String,
+        /// Class of what was dropped (`None`: the new message was refused).
+        class: Option<Class>,
+    },
+}

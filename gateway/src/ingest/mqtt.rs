@@ -1,0 +1,208 @@
+//! An MQTT endpoint's ingest task: downlink envelopes from the broker, checked as untrusted
+//! input ([`DownlinkFilter`]), routed like anything a radio heard (deduplicated on (from, id)
+//! against it), and acknowledged to the broker only once stored. The session is persistent
+//! and acks are manual, so a message whose commit did not happen (a crash, a full disk) is
+//! redelivered by the broker after the next connect, and the seen-set drops a repeat.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use archipel_adapters::mqtt::{AckToken, Incoming, MqttEvent, MqttHandle};
+use mesh_core::envelope::{Envelope, Root, Topic, TopicKind};
+use tokio::sync::mpsc;
+use tracing::{Instrument, info, info_span, warn};
+
+use super::downlink::{DownlinkFilter, Drop};
+use super::{Ingest, Pipeline};
+use crate::activity::Activity;
+use crate::app::now_ms;
+use crate::failpoint::{self, CrashPoint};
+use crate::router::Heard;
+use crate::stats::Stats;
+
+/// One MQTT endpoint's ingest.
+pub struct MqttIngest {
+    /// The endpoint's configured name: the source of what it hears.
+    name: String,
+    /// The topic root its downlink topics live under.
+    root: Root,
+    /// The link's events.
+    events: mpsc::Receiver<MqttEvent>,
+    /// The link, to acknowledge messages once stored.
+    mqtt: MqttHandle,
+    /// The downlink rules.
+    filter: DownlinkFilter,
+    /// Drops by reason since the last log line about them, so a flood is one line a while.
+    dropped: HashMap<Drop, u64>,
+    /// When drops were last logged.
+    dropped_logged: Option<Instant>,
+    /// Shared routing and commit machinery.
+    ingest: Arc<Ingest>,
+}
+
+impl MqttIngest {
+    /// The ingest task of MQTT endpoint `name`.
+    pub fn new(
+        name: String,
+        root: Root,
+        events: mpsc::Receiver<MqttEvent>,
+        mqtt: MqttHandle,
+        filter: DownlinkFilter,
+        ingest: Arc<Ingest>,
+    ) -> MqttIngest {
+        MqttIngest {
+            name,
+            root,
+            events,
+            mqtt,
+            filter,
+            dropped: HashMap::new(),
+            dropped_logged: None,
+            ingest,
+        }
+    }
+
+    /// Runs until the link's event channel closes (the link stopped).
+    pub async fn run(self) {
+        let span = info_span!("ingest", mqtt = %self.name);
+        self.drive().instrument(span).await;
+    }
+
+    async fn drive(mut self) {
+        let mut pipeline: Pipeline<AckToken> = Pipeline::default();
+        loop {
+            tokio::select! {
+                ev = self.events.recv(), if pipeline.has_room() => match ev {
+                    Some(ev) => self.on_event(ev, &mut pipeline),
+                    None => break,
+                },
+                (done, ack) = pipeline.next() => self.finish(done, ack),
+            }
+        }
+        while !pipeline.is_empty() {
+            let (done, ack) = pipeline.next().await;
+            self.finish(done, ack);
+        }
+    }
+
+    /// A finished item: acknowledged to the broker only when stored (or already stored).
+    fn finish(&self, done: super::Finished, ack: AckToken) {
+        if self.ingest.finish(done) {
+            failpoint::hit(CrashPoint::MqttBeforeAck);
+            self.mqtt.ack(ack);
+        }
+    }
+
+    fn on_event(&mut self, ev: MqttEvent, pipeline: &mut Pipeline<AckToken>) {
+        match ev {
+            MqttEvent::Subscribed { refused } => {
+                for filter in refused {
+                    let text = format!(
+                        "the broker refused the subscription to `{filter}` (its access rules): nothing routed from it arrives"
+                    );
+                    warn!("mqtt {}: {text}", self.name);
+                    let _ = self.ingest.activity.send(Activity::Problem {
+                        endpoint: self.name.clone(),
+                        text,
+                    });
+                }
+            }
+            MqttEvent::Connected { .. } => {
+                let _ = self.ingest.activity.send(Activity::EndpointUp {
+                    endpoint: self.name.clone(),
+                    kind: "mqtt",
+                    detail: None,
+                });
+            }
+            MqttEvent::Disconnected { reason, .. } => {
+                let _ = self.ingest.activity.send(Activity::EndpointDown {
+                    endpoint: self.name.clone(),
+                    kind: "mqtt",
+                    reason,
+                });
+            }
+            MqttEvent::Message(incoming) => self.on_message(incoming, pipeline),
+        }
+    }
+
+    fn on_message(&mut self, incoming: Incoming, pipeline: &mut Pipeline<AckToken>) {
+        let Incoming {
+            topic,
+            payload,
+            ack,
+            ..
+        } = incoming;
+        let channel = match Topic::parse_under(&self.root, &topic) {
+            Ok(t) if t.kind == TopicKind::Encrypted => t.channel.name().to_owned(),
+            _ => return self.drop(Drop::Topic, None, pipeline, ack),
+        };
+        if !self.ingest.router.routes_from(&self.name, &channel) {
+            return self.drop(Drop::Unrouted, None, pipeline, ack);
+        }
+        let envelope = match Envelope::decode(&payload) {
+            Ok(e) => e,
+            Err(_) => return self.drop(Drop::Envelope, None, pipeline, ack),
+        };
+        let router = self.ingest.router.clone();
+        let ingest = self.ingest.clone();
+        let checked = self.filter.check(
+            &envelope,
+            |p| router.decrypt(&channel, p),
+            |n| ingest.local_nodes.contains(n),
+            Instant::now(),
+        );
+        let packet = match checked {
+            Ok(p) => p,
+            Err(why) => {
+                return self.drop(why, Some(envelope.packet.from()), pipeline, ack);
+            }
+        };
+        let heard = Heard {
+            source: &self.name,
+            channel: &channel,
+            packet: &packet,
+            local: None,
+        };
+        let _ = self.ingest.heard(heard, now_ms(), pipeline, ack);
+    }
+
+    /// Drops a message for `why`: counted, announced, logged once in a while, and acknowledged
+    /// in its turn (the broker must not send it again).
+    fn drop(
+        &mut self,
+        why: Drop,
+        from: Option<mesh_core::NodeId>,
+        pipeline: &mut Pipeline<AckToken>,
+        ack: AckToken,
+    ) {
+        pipeline.skip(ack);
+        Stats::add(&self.ingest.stats.dropped, 1);
+        if let Some(e) = self.ingest.stats.endpoint(&self.name) {
+            Stats::add(&e.dropped, 1);
+        }
+        let _ = self.ingest.activity.send(Activity::Dropped {
+            source: self.name.clone(),
+            reason: why.as_str(),
+            from,
+        });
+        *self.dropped.entry(why).or_default() += 1;
+        let now = Instant::now();
+        if self
+            .dropped_logged
+            .is_none_or(|t| now.saturating_duration_since(t).as_secs() >= 10)
+        {
+            let counts: Vec<String> = self
+                .dropped
+                .drain()
+                .map(|(why, n)| format!("{n} {}", why.as_str()))
+                .collect();
+            if why == Drop::RateLimited || why == Drop::Spoofed {
+                warn!(dropped = %counts.join(", "), "downlink messages dropped");
+            } else {
+                info!(dropped = %counts.join(", "), "downlink messages dropped");
+            }
+            self.dropped_logged = Some(now);
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! A radio's ingest task: what the radio hears, decoded and handed to the router, and what its
+//! handshake says about it checked against the configuration, loudly and once.
+//!
+//! A radio hands a gateway each packet twice when its MQTT uplink goes through us (the client
+//! proxy): once decoded on the phone API (broadcasts and what is for the radio itself) and
+//! once encrypted as heard on the uplink (everything it could decode, direct messages between
+//! other nodes included). On channels that uplink, the uplink copy is the one routed.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use archipel_adapters::radio::{RadioEvent, RadioInfo};
+use mesh_core::{ModemPreset, NodeId, Packet, proto};
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+use tracing::{Instrument, info_span, warn};
+
+use super::{Ingest, Pipeline};
+use crate::activity::Activity;
+use crate::app::now_ms;
+use crate::router::Heard;
+use crate::stats::Stats;
+
+/// What the configuration expects a radio to be; the radio's own word wins, a disagreement
+/// is said loudly.
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    /// Region code, when configured.
+    pub region: Option<String>,
+    /// Modem preset, when configured.
+    pub preset: Option<ModemPreset>,
+}
+
+/// One radio's ingest.
+pub struct RadioIngest {
+    /// The radio's configured name: the source of what it hears.
+    name: String,
+    /// The link's events.
+    events: mpsc::Receiver<RadioEvent>,
+    /// The last handshake (channel names, own node), `None` before the first.
+    info: Option<Arc<RadioInfo>>,
+    /// Feeds the radio's governor with the channel utilisation the radio reports.
+    utilization: watch::Sender<Option<(f32, Instant)>>,
+    /// What the configuration says the radio is.
+    expected: Expected,
+    /// Problems already said, so a reconnecting radio does not repeat them.
+    said: HashSet<String>,
+    /// Shared routing and commit machinery.
+    ingest: Arc<Ingest>,
+}
+
+impl RadioIngest {
+    /// The ingest task of radio `name`.
+    pub fn new(
+        name: String,
+        events: mpsc::Receiver<RadioEvent>,
+        utilization: watch::Sender<Option<(f32, Instant)>>,
+        expected: Expected,
+        ingest: Arc<Ingest>,
+    ) -> RadioIngest {
+        RadioIngest {
+            name,
+            events,
+            info: None,
+            utilization,
+            expected,
+            said: HashSet::new(),
+            ingest,
+        }
+    }
+
+    /// Runs until the link's event channel closes (the link stopped).
+    pub async fn run(self) {
+        let span = info_span!("ingest", radio = %self.name);
+        self.drive().instrument(span).await;
+    }
+
+    async fn drive(mut self) {
+        let mut pipeline: Pipeline<()> = Pipeline::default();
+        loop {
+            tokio::select! {
+                ev = self.events.recv(), if pipeline.has_room() => match ev {
+                    Some(ev) => self.on_event(ev, &mut pipeline),
+                    None => break,
+                },
+                (done, ()) = pipeline.next() => {
+                    self.ingest.finish(done);
+                }
+            }
+        }
+        while !pipeline.is_empty() {
+            let (done, ()) = pipeline.next().await;
+            self.ingest.finish(done);
+        }
+    }
+
+    fn on_event(&mut self, ev: RadioEvent, pipeline: &mut Pipeline<()>) {
+        match ev {
+            RadioEvent::Connected(info) => self.connected(info),
+            RadioEvent::Disconnected { reason, .. } => {
+                let _ = self.ingest.activity.send(Activity::EndpointDown {
+                    endpoint: self.name.clone(),
+                    kind: "radio",
+                    reason,
+                });
+            }
+            RadioEvent::Notification(_) => {}
+            RadioEvent::Packet(packet) => self.on_packet(packet, pipeline),
+            RadioEvent::Uplink { packet, channel } => {
+                let Some(decoded) = self.ingest.router.decrypt(&channel, &packet) else {
+                    // Counted, not logged per packet: a radio with a channel we do not hold
+                    // would otherwise flood the log.
+                    Stats::add(&self.ingest.stats.dropped, 1);
+                    return;
+                };
+                self.relay(decoded, channel, pipeline);
+            }
+        }
+    }
+
+    /// The radio finished a handshake: remember it, and say what in its set-up keeps messages
+    /// from crossing, with the command that fixes it.
+    fn connected(&mut self, info: Arc<RadioInfo>) {
+        let node = info.node_id();
+        if let Some(node) = node {
+            self.ingest.local_nodes.insert(node);
+        }
+        let mut problems = Vec::new();
+        if let (Some(want), Some(is)) = (&self.expected.region, info.region())
+            && want != is
+        {
+            problems.push(format!(
+                "the configuration says region {want} but the radio is set to {is}: airtime and the legal duty cycle follow the radio ({is}); fix `region` in the config or the radio (meshtastic --set lora.region {want})"
+            ));
+        }
+        if let (Some(want), Some(is)) = (self.expected.preset, info.preset())
+            && want != is
+        {
+            problems.push(format!(
+                "the configuration says preset {want} but the radio uses {is}: airtime is counted for {is}; fix `preset` in the config or the radio"
+            ));
+        }
+        let routed: Vec<String> = info
+            .active_channels()
+            .map(|c| info.channel_name(c))
+            .filter(|name| self.ingest.router.routes_to(&self.name, name))
+            .collect();
+        for channel in &routed {
+            if let Err(fix) = info.accepts_relay_on(channel) {
+                problems.push(format!(
+                    "cannot take relayed traffic on channel `{channel}`: {fix}; what is queued for it waits until this is fixed"
+                ));
+            }
+        }
+        for c in info.active_channels() {
+            let name = info.channel_name(c);
+            if self.ingest.router.routes_from(&self.name, &name) && !info.uplinks_on(&name) {
+                problems.push(format!(
+                    "does not publish what it hears on channel `{name}` through its client proxy: only broadcasts will cross, not direct messages between other nodes (meshtastic --set mqtt.enabled true --set mqtt.proxy_to_client_enabled true --set mqtt.address 127.0.0.1; meshtastic --ch-index {} --ch-set uplink_enabled true)",
+                    c.index
+                ));
+            }
+        }
+        for text in problems {
+            if self.said.insert(text.clone()) {
+                warn!("radio {}: {text}", self.name);
+                let _ = self.ingest.activity.send(Activity::Problem {
+                    endpoint: self.name.clone(),
+                    text,
+                });
+            }
+        }
+        self.info = Some(info);
+        let _ = self.ingest.activity.send(Activity::EndpointUp {
+            endpoint: self.name.clone(),
+            kind: "radio",
+            detail: node.map(|n| n.to_string()),
+        });
+    }
+
+    /// A packet the radio handed its client. When the radio publishes its uplink on that
+    /// channel, the uplink carries the same packet (and more), so this copy is not routed.
+    fn on_packet(&mut self, packet: Packet, pipeline: &mut Pipeline<()>) {
+        let Some(info) = self.info.clone() else {
+            return;
+        };
+        let own = info.node_id().unwrap_or(NodeId::LOCAL);
+        if packet.from() == own
+            && let Some(percent) = channel_utilization(&packet)
+        {
+            self.utilization
+                .send_replace(Some((percent, Instant::now())));
+        }
+        let Some(channel) = info
+            .channels
+            .iter()
+            .find(|c| c.index as u32 == packet.channel())
+            .map(|c| info.channel_name(c))
+        else {
+            return;
+        };
+        if info.uplinks_on(&channel) {
+            return;
+        }
+        self.relay(packet, channel, pipeline);
+    }
+
+    fn relay(&mut self, packet: Packet, channel: String, pipeline: &mut Pipeline<()>) {
+        let local = self
+            .info
+            .as_ref()
+            .and_then(|i| i.node_id())
+            .unwrap_or(NodeId::LOCAL);
+        let heard = Heard {
+            source: &self.name,
+            channel: &channel,
+            packet: &packet,
+            local: Some(local),
+        };
+        let _ = self.ingest.heard(heard, now_ms(), pipeline, ());
+    }
+}
+
+/// The channel utilisation a radio reports about itself in its device telemetry.
+fn channel_utilization(packet: &Packet) -> Option<f32> {
+    let data = packet.data()?;
+    if data.portnum != proto::PortNum::TelemetryApp as i32 {
+        return None;
+    }
+    let telemetry = proto::Telemetry::decode(&data.payload[..]).ok()?;
+    match telemetry.variant? {
+        proto::telemetry::Variant::DeviceMetrics(m) => m.channel_utilization,
+        _ => None,
+    }
+}

@@ -1,0 +1,113 @@
+//! A radio as a destination: one relay at a time through the radio's client proxy, paced by
+//! the airtime governor, whose preset and legal limit come from what the radio itself says it
+//! is (the configuration only states what is expected).
+
+use std::time::{Duration, Instant};
+
+use archipel_adapters::radio::{RadioHandle, RadioInfo};
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use mesh_core::{Governor, ModemPreset, NodeId, Verdict};
+use tokio::sync::watch;
+use tracing::debug;
+
+use super::{Prepared, Sink, Stopped};
+use crate::config::region_duty_cycle;
+use crate::router::Rendered;
+use crate::store::Delivery;
+
+/// A radio link wrapped for the drain worker.
+pub struct RadioSink {
+    /// The link.
+    radio: RadioHandle,
+    /// What the radio may still put on air, and when.
+    governor: Governor,
+    /// A duty cycle the operator set instead of the region's, which wins over the radio's
+    /// region.
+    duty_cycle_override: Option<f64>,
+    /// The preset to count airtime with until the radio said its own.
+    expected_preset: ModemPreset,
+    /// The gateway id the relay envelopes carry (the radio drops envelopes from itself).
+    gateway: NodeId,
+    /// The radio's latest channel utilisation report (percent, when it came), from ingest.
+    utilization: watch::Receiver<Option<(f32, Instant)>>,
+}
+
+impl RadioSink {
+    /// A sink for `radio`, with its governor (already holding the airtime of the window as the
+    /// store remembers it).
+    pub fn new(
+        radio: RadioHandle,
+        governor: Governor,
+        duty_cycle_override: Option<f64>,
+        expected_preset: Option<ModemPreset>,
+        gateway: NodeId,
+        utilization: watch::Receiver<Option<(f32, Instant)>>,
+    ) -> RadioSink {
+        RadioSink {
+            radio,
+            governor,
+            duty_cycle_override,
+            expected_preset: expected_preset.unwrap_or(ModemPreset::LongFast),
+            gateway,
+            utilization,
+        }
+    }
+
+    /// Takes the legal limit and the preset from what the radio reported in its handshake.
+    fn follow_radio(&mut self, info: &RadioInfo) -> ModemPreset {
+        if self.duty_cycle_override.is_none()
+            && let Some(region) = info.region()
+        {
+            let limit = region_duty_cycle(region);
+            if self.governor.config().duty_cycle_percent != limit {
+                self.governor.set_duty_cycle_percent(limit);
+            }
+        }
+        info.preset().unwrap_or(self.expected_preset)
+    }
+}
+
+impl Sink for RadioSink {
+    fn window(&self) -> usize {
+        1
+    }
+
+    fn ready(&self) -> BoxFuture<'static, Result<(), Stopped>> {
+        let radio = self.radio.clone();
+        async move { radio.connected().await.map(|_| ()).map_err(|_| Stopped) }.boxed()
+    }
+
+    fn prepare(&mut self, row: &Delivery, out: Rendered, now: Instant) -> Prepared {
+        let preset = match self.radio.info() {
+            Some(info) => self.follow_radio(&info),
+            None => self.expected_preset,
+        };
+        if let Some((percent, at)) = *self.utilization.borrow() {
+            self.governor.observe_utilization(percent, at);
+        }
+        let airtime = preset.time_on_air(out.packet.on_air_len());
+        if let (Verdict::WaitUntil(until), hold) = self.governor.check(row.class, airtime, now) {
+            debug!(class = %row.class, ?hold, "airtime governor holds the queue");
+            return Prepared::Hold(until);
+        }
+        let radio = self.radio.clone();
+        let gateway = self.gateway;
+        let send = async move {
+            radio
+                .relay(out.packet, &out.channel, gateway, out.hops)
+                .await
+        }
+        .boxed();
+        Prepared::Send {
+            send,
+            airtime: Some(airtime),
+        }
+    }
+
+    fn delivered(&mut self, airtime: Option<Duration>, now: Instant) {
+        if let Some(airtime) = airtime {
+            self.governor.record(airtime, now);
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Counters for the terminal summary (and the metrics to come). Atomics only on the hot path;
+//! the per-endpoint map is filled at start and never grows.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Counters of one endpoint.
+#[derive(Debug, Default)]
+pub struct EndpointStats {
+    /// Deliveries the far side confirmed.
+    pub relayed: AtomicU64,
+    /// Attempts that found it unreachable.
+    pub unreachable: AtomicU64,
+    /// Attempts it failed (counted toward the attempt limit).
+    pub failed: AtomicU64,
+    /// Airtime injected, in microseconds (radios).
+    pub airtime_us: AtomicU64,
+    /// Packets accepted from it.
+    pub heard: AtomicU64,
+    /// What its ingress dropped (abuse, spoofs, loops).
+    pub dropped: AtomicU64,
+}
+
+/// A latency histogram on atomics: power-of-two buckets from 64 µs up, enough to tell a
+/// millisecond from ten without a lock on the hot path.
+#[derive(Debug, Default)]
+pub struct Latency {
+    /// Bucket `i` counts samples below `64 µs << i` (the last one everything above).
+    buckets: [AtomicU64; 20],
+}
+
+impl Latency {
+    /// Counts one sample.
+    pub fn record(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let i = (0..self.buckets.len() - 1)
+            .find(|&i| us < 64 << i)
+            .unwrap_or(self.buckets.len() - 1);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Samples so far.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(Stats::get).sum()
+    }
+
+    /// The upper bound of the bucket holding quantile `q` (0..=1), or `None` with no sample.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((total as f64) * q.clamp(0.0, 1.0)).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            seen += Stats::get(b);
+            if seen >= rank {
+                return Some(Duration::from_micros(64 << i));
+            }
+        }
+        None
+    }
+}
+
+/// Gateway-wide counters.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Packets confirmed by a destination.
+    pub relayed: AtomicU64,
+    /// Packets dropped as already seen.
+    pub duplicates: AtomicU64,
+    /// Packets accepted into the store.
+    pub accepted: AtomicU64,
+    /// Deliveries dropped by their time to live.
+    pub expired: AtomicU64,
+    /// Deliveries dropped or refused by a full queue.
+    pub overflowed: AtomicU64,
+    /// Deliveries set aside as undeliverable.
+    pub undeliverable: AtomicU64,
+    /// Packets an ingress dropped (abuse, spoofs, loops).
+    pub dropped: AtomicU64,
+    /// Received packets that could not be stored (and so were not relayed).
+    pub store_errors: AtomicU64,
+    /// From a packet's arrival at ingest to its commit on disk.
+    pub commit_latency: Latency,
+    /// Per endpoint, by name.
+    endpoints: BTreeMap<String, EndpointStats>,
+}
+
+impl Stats {
+    /// Counters for these endpoints.
+    pub fn new<'a>(endpoints: impl IntoIterator<Item = &'a str>) -> Stats {
+        Stats {
+            endpoints: endpoints
+                .into_iter()
+                .map(|n| (n.to_owned(), EndpointStats::default()))
+                .collect(),
+            ..Stats::default()
+        }
+    }
+
+    /// Adds `n` to a counter.
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+
+    /// One endpoint's counters (`None` for a name that is not configured).
+    pub fn endpoint(&self, name: &str) -> Option<&EndpointStats> {
+        self.endpoints.get(name)
+    }
+
+    /// Every endpoint's counters, by name.
+    pub fn endpoints(&self) -> impl Iterator<Item = (&str, &EndpointStats)> {
+        self.endpoints.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// A delivery confirmed by `destination`, costing `airtime` on air.
+    pub fn relayed(&self, destination: &str, airtime: Option<Duration>) {
+        Self::add(&self.relayed, 1);
+        if let Some(e) = self.endpoint(destination) {
+            Self::add(&e.relayed, 1);
+            if let Some(a) = airtime {
+                Self::add(
+                    &e.airtime_us,
+                    u64::try_from(a.as_micros()).unwrap_or(u64::MAX),
+                );
+            }
+        }
+    }
+
+    /// Airtime injected per radio that injected any, by name.
+    pub fn airtime(&self) -> Vec<(String, Duration)> {
+        self.endpoints
+            .iter()
+            .map(|(k, e)| (k.clone(), Duration::from_micros(Self::get(&e.airtime_us))))
+            .filter(|(_, d)| !d.is_zero())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_come_from_power_of_two_buckets() {
+        let l = Latency::default();
+        assert_eq!(l.quantile(0.5), None);
+        for _ in 0..98 {
+            l.record(Duration::from_micros(300));
+        }
+        l.record(Duration::from_millis(3));
+        l.record(Duration::from_secs(100));
+        assert_eq!(l.count(), 100);
+        assert_eq!(l.quantile(0.5), Some(Duration::from_micros(512)));
+        assert_eq!(l.quantile(0.99), Some(Duration::from_micros(4096)));
+        assert!(l.quantile(1.0).unwrap() >= Duration::from_secs(16));
+    }
+}
