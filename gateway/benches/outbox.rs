@@ -20,7 +20,6 @@
 //!
 //! Settings, all from the environment: `ARCHIPEL_BENCH_MESSAGES` (1,000,000),
 //! `ARCHIPEL_BENCH_SUBMITTERS` (1024), `ARCHIPEL_BENCH_MAX_BATCH` (1024),
-//! `ARCHIPEL_BENCH_LINGER_MS` (0; accept throughput with a linger, for comparison),
 //! `ARCHIPEL_BENCH_DRAIN_LIMIT` (500), `ARCHIPEL_BENCH_RATE` (1000 msg/s),
 //! `ARCHIPEL_BENCH_LATENCY_SECS` (10), `ARCHIPEL_BENCH_RELAYED` (500 relayed messages),
 //! `ARCHIPEL_BENCH_SEEN` (35,000 seen-set entries before the mesh-rate run: four days at one
@@ -52,7 +51,6 @@ fn main() {
     let messages: u64 = setting("ARCHIPEL_BENCH_MESSAGES", 1_000_000);
     let submitters: u64 = setting("ARCHIPEL_BENCH_SUBMITTERS", 1024);
     let max_batch: usize = setting("ARCHIPEL_BENCH_MAX_BATCH", 1024);
-    let linger = Duration::from_millis(setting("ARCHIPEL_BENCH_LINGER_MS", 0));
     let drain_limit: usize = setting("ARCHIPEL_BENCH_DRAIN_LIMIT", 500);
     let rate: u64 = setting("ARCHIPEL_BENCH_RATE", 1000);
     let latency_secs: u64 = setting("ARCHIPEL_BENCH_LATENCY_SECS", 10);
@@ -72,7 +70,6 @@ fn main() {
                 messages,
                 submitters,
                 max_batch,
-                linger,
                 drain_limit,
                 rate,
                 latency_secs,
@@ -92,7 +89,6 @@ async fn bulk(
     messages: u64,
     submitters: u64,
     max_batch: usize,
-    linger: Duration,
     drain_limit: usize,
     rate: u64,
     latency_secs: u64,
@@ -110,7 +106,7 @@ async fn bulk(
 
     // 1. Durable accept throughput.
     let commits = store.commits();
-    let writer = Writer::with_linger(store.clone(), max_batch, linger);
+    let writer = Writer::spawn(store.clone(), max_batch);
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..submitters)
@@ -138,11 +134,10 @@ async fn bulk(
     drop(writer);
     let commits = store.commits() - commits;
     println!(
-        "1. accept:  {:>9.0} msgs/s  ({messages} in {:.2} s; {submitters} submitters, linger {} ms, \
+        "1. accept:  {:>9.0} msgs/s  ({messages} in {:.2} s; {submitters} submitters, \
          max batch {max_batch}: {commits} commits, {:.0} msgs per commit)",
         messages as f64 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64(),
-        linger.as_millis(),
         messages as f64 / commits.max(1) as f64,
     );
 
@@ -232,10 +227,8 @@ async fn bulk(
         store.commits() - commits
     );
 
-    // 4. Enqueue latency at a steady offered load, with and without a linger.
-    for linger in [Duration::ZERO, Duration::from_millis(2)] {
-        latency(&store, linger, max_batch, rate, latency_secs, messages).await;
-    }
+    // 4. Enqueue latency at a steady offered load.
+    latency(&store, max_batch, rate, latency_secs, messages).await;
     println!(
         "   memory:  peak RSS (VmHWM) over sections 1-4 {} MB",
         vm_hwm_kb() / 1024
@@ -245,17 +238,10 @@ async fn bulk(
 
 /// Offers `rate` messages a second for `secs` seconds through a fresh [`Writer`] and prints
 /// the submit-to-commit latency percentiles. Ids start after `offset` so none is a duplicate.
-async fn latency(
-    store: &Store,
-    linger: Duration,
-    max_batch: usize,
-    rate: u64,
-    secs: u64,
-    offset: u64,
-) {
+async fn latency(store: &Store, max_batch: usize, rate: u64, secs: u64, offset: u64) {
     static ROUND: AtomicU64 = AtomicU64::new(1);
     let base = offset + ROUND.fetch_add(1, Ordering::Relaxed) * 10_000_000;
-    let writer = Writer::with_linger(store.clone(), max_batch, linger);
+    let writer = Writer::spawn(store.clone(), max_batch);
     let commits = store.commits();
     let total = rate * secs;
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / rate as u32);
@@ -280,12 +266,11 @@ async fn latency(
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let commits = store.commits() - commits;
     println!(
-        "4. latency: p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  (linger {} ms, {} msgs offered at \
-         {rate}/s over {:.1} s; {commits} commits, {:.1} msgs per commit)",
+        "4. latency: p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} msgs offered at {rate}/s over \
+         {:.1} s; {commits} commits, {:.1} msgs per commit)",
         ms(at(0.50)),
         ms(at(0.99)),
         ms(at(1.0)),
-        linger.as_millis(),
         latencies.len(),
         elapsed.as_secs_f64(),
         latencies.len() as f64 / commits.max(1) as f64,

@@ -116,8 +116,9 @@ pub struct StoreConfig {
     /// The most deliveries one destination's queue may hold (see the module doc for what
     /// happens when it is full).
     pub max_per_destination: u64,
-    /// How long airtime records are kept ([`Store::expire`] prunes older ones): at least the
-    /// airtime governor's window, so a restarted governor sees all that still counts.
+    /// How long airtime records are kept ([`Store::expire`] prunes older ones, at most every
+    /// sixteenth of this): at least the airtime governor's window, so a restarted governor
+    /// sees all that still counts.
     pub airtime_window: Duration,
 }
 
