@@ -92,12 +92,18 @@ impl MqttConfig {
         }
     }
 
-    /// `host:port`, for logs and messages.
+    /// `host:port` (`[v6]:port` for an IPv6 address), for logs and messages.
     pub fn address(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
+        format!("{}:{}", self.connect_host(), self.port)
+    }
+
+    /// The host as rumqttc must be given it: rumqttc joins host and port with a colon, so an
+    /// IPv6 address needs its brackets.
+    fn connect_host(&self) -> String {
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]", self.host)
         } else {
-            format!("{}:{}", self.host, self.port)
+            self.host.clone()
         }
     }
 }
@@ -173,6 +179,16 @@ pub(crate) fn options(config: &MqttConfig) -> Result<MqttOptions, MqttError> {
             format!("must be a host name or address, got {:?}", config.host),
         ));
     }
+    if config.tls.is_some() && config.connect_host().starts_with('[') {
+        return Err(bad(
+            "host",
+            format!(
+                "{:?} is an IPv6 address, which cannot name a TLS server here (rumqttc takes the \
+                 server name from the host text); use a host name",
+                config.host
+            ),
+        ));
+    }
     if config.port == 0 {
         return Err(bad("port", "must be 1..=65535, got 0".into()));
     }
@@ -234,7 +250,7 @@ pub(crate) fn options(config: &MqttConfig) -> Result<MqttOptions, MqttError> {
         }
     }
 
-    let mut options = MqttOptions::new(id.clone(), config.host.clone(), config.port);
+    let mut options = MqttOptions::new(id.clone(), config.connect_host(), config.port);
     options
         .set_keep_alive(Duration::from_secs(keep_alive))
         .set_clean_session(false)
@@ -317,7 +333,7 @@ mod tests {
     #[test]
     fn settings_that_can_never_work_are_refused_with_the_field_named() {
         type Change = fn(&mut MqttConfig);
-        let cases: [(Change, &str); 10] = [
+        let cases: [(Change, &str); 11] = [
             (|c| c.client_id.clear(), "`client_id`"),
             (|c| c.host = "".into(), "`host`"),
             (|c| c.port = 0, "`port`"),
@@ -331,6 +347,15 @@ mod tests {
             (|c| c.password = Some("x".into()), "`password`"),
             (|c| c.subscriptions = vec!["a/#/b".into()], "\"a/#/b\""),
             (|c| c.max_packet_size = 10, "`max_packet_size`"),
+            (
+                |c| {
+                    c.host = "::1".into();
+                    c.tls = Some(TlsSettings {
+                        ca_file: "/etc/hostname".into(),
+                    });
+                },
+                "IPv6",
+            ),
         ];
         for (change, expected) in cases {
             let mut c = config();
@@ -339,6 +364,10 @@ mod tests {
             assert!(err.contains(expected) && err.contains("`broker`"), "{err}");
         }
         assert!(options(&config()).is_ok());
+        let mut v6 = config();
+        v6.host = "::1".into();
+        assert_eq!(v6.address(), "[::1]:1883");
+        assert_eq!(options(&v6).unwrap().broker_address().0, "[::1]");
     }
 
     #[test]

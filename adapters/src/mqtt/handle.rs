@@ -220,7 +220,10 @@ impl MqttHandle {
 
 /// Starts an MQTT link task after checking its settings. Events arrive on the returned
 /// receiver; the link keeps reconnecting until [`MqttHandle::shutdown`] or until every handle
-/// is dropped.
+/// is dropped. A setting that can never work is an error here, naming the setting.
+///
+/// # Panics
+/// Outside a Tokio runtime (the link is a task on it).
 pub fn spawn(config: MqttConfig) -> Result<(MqttHandle, mpsc::Receiver<MqttEvent>), MqttError> {
     let options = config::options(&config)?;
     // Publishes are capped at max_inflight by the link; the rest is room for acks and the few
