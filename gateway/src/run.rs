@@ -76,6 +76,13 @@ pub async fn summary_line(gateway: &Gateway) -> String {
             .collect(),
         Err(e) => vec![format!("unknown ({e})")],
     };
+    let reasons = s.drop_reasons();
+    let dropped = if reasons.is_empty() {
+        "0".to_owned()
+    } else {
+        let list: Vec<String> = reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        format!("{} ({})", Stats::get(&s.dropped), list.join(", "))
+    };
     let latency = |q: f64| {
         s.commit_latency
             .quantile(q)
@@ -83,11 +90,10 @@ pub async fn summary_line(gateway: &Gateway) -> String {
             .unwrap_or_else(|| "-".into())
     };
     format!(
-        "{} summary: relayed {}, deduplicated {}, dropped {}, expired {}, overflowed {}, undeliverable {}, queued {} ({}), commit p50/p99 {}/{} ms, airtime used {}",
+        "{} summary: relayed {}, deduplicated {}, dropped {dropped}, expired {}, overflowed {}, undeliverable {}, queued {} ({}), commit p50/p99 {}/{} ms, airtime used {}",
         clock(),
         Stats::get(&s.relayed),
         Stats::get(&s.duplicates),
-        Stats::get(&s.dropped),
         Stats::get(&s.expired),
         Stats::get(&s.overflowed),
         Stats::get(&s.undeliverable),

@@ -2,6 +2,7 @@
 //! the per-endpoint map is filled at start and never grows.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -80,6 +81,11 @@ pub struct Stats {
     pub undeliverable: AtomicU64,
     /// Packets an ingress dropped (abuse, spoofs, loops).
     pub dropped: AtomicU64,
+    /// Our own MQTT publishes heard back from the broker (expected, ignored).
+    pub echoes: AtomicU64,
+    /// What ingress dropped, by reason (a bounded set of names); a lock only on the drop
+    /// path, which is the rare one.
+    drop_reasons: Mutex<BTreeMap<&'static str, u64>>,
     /// Received packets that could not be stored (and so were not relayed).
     pub store_errors: AtomicU64,
     /// From a packet's arrival at ingest to its commit on disk.
@@ -132,6 +138,26 @@ impl Stats {
                 );
             }
         }
+    }
+
+    /// Something an ingress of `source` dropped, for `reason`.
+    pub fn dropped(&self, source: &str, reason: &'static str) {
+        Self::add(&self.dropped, 1);
+        if let Some(e) = self.endpoint(source) {
+            Self::add(&e.dropped, 1);
+        }
+        *self
+            .drop_reasons
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    /// Drops so far, by reason.
+    pub fn drop_reasons(&self) -> Vec<(&'static str, u64)> {
+        let reasons = self.drop_reasons.lock().unwrap_or_else(|p| p.into_inner());
+        reasons.iter().map(|(k, v)| (*k, *v)).collect()
     }
 
     /// Airtime injected per radio that injected any, by name.

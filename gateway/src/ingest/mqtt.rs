@@ -177,10 +177,13 @@ impl MqttIngest {
         ack: AckToken,
     ) {
         pipeline.skip(ack);
-        Stats::add(&self.ingest.stats.dropped, 1);
-        if let Some(e) = self.ingest.stats.endpoint(&self.name) {
-            Stats::add(&e.dropped, 1);
+        if why == Drop::OwnGateway {
+            // Our own publish coming back on a channel we both publish and subscribe to: the
+            // normal echo of a two-way route, not something an operator needs to hear about.
+            Stats::add(&self.ingest.stats.echoes, 1);
+            return;
         }
+        self.ingest.stats.dropped(&self.name, why.as_str());
         let _ = self.ingest.activity.send(Activity::Dropped {
             source: self.name.clone(),
             reason: why.as_str(),

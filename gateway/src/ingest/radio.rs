@@ -20,7 +20,6 @@ use super::{Ingest, Pipeline};
 use crate::activity::Activity;
 use crate::app::now_ms;
 use crate::router::Heard;
-use crate::stats::Stats;
 
 /// What the configuration expects a radio to be; the radio's own word wins, a disagreement
 /// is said loudly.
@@ -111,7 +110,7 @@ impl RadioIngest {
                 let Some(decoded) = self.ingest.router.decrypt(&channel, &packet) else {
                     // Counted, not logged per packet: a radio with a channel we do not hold
                     // would otherwise flood the log.
-                    Stats::add(&self.ingest.stats.dropped, 1);
+                    self.ingest.stats.dropped(&self.name, "undecryptable");
                     return;
                 };
                 self.relay(decoded, channel, pipeline);
