@@ -254,7 +254,7 @@ async fn cutting_proxy(upstream: String, cuts: usize) -> (String, Arc<AtomicUsiz
                         });
                         if relay {
                             relays += 1;
-                            if relays % 3 == 0 && counter.load(Ordering::Relaxed) < cuts {
+                            if relays.is_multiple_of(3) && counter.load(Ordering::Relaxed) < cuts {
                                 counter.fetch_add(1, Ordering::Relaxed);
                                 return Some(());
                             }
