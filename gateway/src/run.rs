@@ -86,7 +86,7 @@ pub async fn summary_line(gateway: &Gateway) -> String {
     let latency = |q: f64| {
         s.commit_latency
             .quantile(q)
-            .map(|d| format!("{:.1}", d.as_secs_f64() * 1000.0))
+            .map(|d| format!("{:.2}", d.as_secs_f64() * 1000.0))
             .unwrap_or_else(|| "-".into())
     };
     format!(
