@@ -23,7 +23,7 @@ use crate::activity::Activity;
 use crate::config::{Config, MqttSection, RadioSection};
 use crate::ingest::Ingest;
 use crate::ingest::downlink::DownlinkFilter;
-use crate::ingest::mqtt::MqttIngest;
+use crate::ingest::mqtt::{JsonDownlink, MqttIngest};
 use crate::ingest::radio::{Expected, RadioIngest};
 use crate::ratelimit::Rate;
 use crate::router::Router;
@@ -154,12 +154,19 @@ impl Gateway {
         for m in &config.mqtt {
             // Validation checked the root and the channel names.
             let root = Root::new(config.mqtt_root(m)).unwrap_or_default();
-            let subscriptions = router
+            let mut subscriptions: Vec<String> = router
                 .channels_from(&m.name)
                 .iter()
                 .filter_map(|c| TopicChannel::new(c).ok())
                 .map(|c| root.downlink_filter(&c))
                 .collect();
+            if m.downlink_json {
+                // `<root>/2/json/mqtt/`, where tools publish the firmware's `sendtext`.
+                subscriptions.push(format!(
+                    "{}#",
+                    mesh_core::mqtt_json::downlink_topic(root.as_str())
+                ));
+            }
             let (handle, events) = mqtt::spawn(mqtt_config(&config, m, subscriptions))?;
             let sink = MqttSink::new(
                 handle.clone(),
@@ -177,12 +184,17 @@ impl Gateway {
                     burst: f64::from(m.burst_per_node),
                 },
             );
+            let json = JsonDownlink {
+                enabled: m.downlink_json,
+                gateway: config.gateway.id,
+            };
             let task = MqttIngest::new(
                 m.name.clone(),
                 root,
                 events,
                 handle.clone(),
                 filter,
+                json,
                 ingest.clone(),
             );
             tasks.push(tokio::spawn(task.run()));

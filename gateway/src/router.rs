@@ -278,6 +278,44 @@ impl Router {
         })
     }
 
+    /// A text a tool asks one of our radios to send as itself (an MQTT JSON `sendtext`): queued
+    /// for that radio alone, on its `channel`, through the same outbox and governor as relayed
+    /// traffic. `packet` is decoded, from [`NodeId::LOCAL`] (the radio becomes its sender), with
+    /// its id set.
+    #[must_use]
+    pub fn originate(
+        &self,
+        source: &str,
+        radio: &str,
+        channel: &str,
+        packet: &Packet,
+        now: Millis,
+    ) -> Decision {
+        if packet.id().is_unset() {
+            return Decision::Ignore(Ignored::NoId);
+        }
+        let Some(key) = self.keys.get(channel) else {
+            return Decision::Ignore(Ignored::UnknownChannel);
+        };
+        let class = Class::of(packet);
+        let expires_at =
+            now.saturating_add(i64::try_from(self.ttl.of(class).as_millis()).unwrap_or(i64::MAX));
+        Decision::Relay(Inbound {
+            from: packet.from(),
+            id: packet.id(),
+            class,
+            source: source.to_owned(),
+            channel: channel.to_owned(),
+            packet: packet.encrypt(channel, key).encode(),
+            expires_at,
+            deliveries: vec![NewDelivery {
+                destination: radio.to_owned(),
+                to_channel: None,
+                hops: 0,
+            }],
+        })
+    }
+
     /// What a queued delivery's destination is handed: the stored packet, re-encrypted for
     /// the destination channel when its key differs.
     pub fn render(&self, d: &Delivery) -> Result<Rendered, RenderError> {

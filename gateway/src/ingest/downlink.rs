@@ -33,6 +33,12 @@ pub enum Drop {
     Admin,
     /// The sender exceeded its rate.
     RateLimited,
+    /// A JSON downlink that is not a valid `sendtext`.
+    Json,
+    /// A JSON downlink naming a node that is none of our radios.
+    NotOurRadio,
+    /// A JSON downlink naming a channel index the radio does not have.
+    NoSuchChannel,
 }
 
 impl Drop {
@@ -49,6 +55,9 @@ impl Drop {
             Drop::Undecryptable => "undecryptable",
             Drop::Admin => "admin",
             Drop::RateLimited => "rate-limited",
+            Drop::Json => "json",
+            Drop::NotOurRadio => "not-our-radio",
+            Drop::NoSuchChannel => "no-such-channel",
         }
     }
 }
@@ -109,6 +118,12 @@ impl DownlinkFilter {
             return Err(Drop::RateLimited);
         }
         Ok(decoded)
+    }
+
+    /// Whether a tool's `sendtext` through radio `radio` may pass at `now` (the same limit
+    /// per sender: the radio it goes out as).
+    pub fn allow_json(&mut self, radio: NodeId, now: Instant) -> bool {
+        self.limiter.allow(&radio, now)
     }
 }
 

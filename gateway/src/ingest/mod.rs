@@ -12,7 +12,7 @@ pub mod downlink;
 pub mod mqtt;
 pub mod radio;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -32,18 +32,27 @@ use crate::store::{Accepted, Inbound, Millis, StoreError, Writer};
 /// Packets one endpoint may have waiting for their commit before its task stops reading.
 pub const MAX_PENDING: usize = 256;
 
-/// The node ids of our own radios, learned at their handshakes: an MQTT envelope claiming to
-/// come from one of them is a spoof or a loop.
+/// Our own radios as their handshakes describe them: an MQTT envelope claiming to come from
+/// one of them is a spoof or a loop, and a tool's JSON `sendtext` names one by its node.
 #[derive(Debug, Default)]
-pub struct LocalNodes(RwLock<HashSet<NodeId>>);
+pub struct LocalNodes(RwLock<HashMap<NodeId, LocalRadio>>);
+
+/// One of our radios, by its node id.
+#[derive(Debug, Clone)]
+pub struct LocalRadio {
+    /// Its endpoint name.
+    pub endpoint: String,
+    /// Its channel names, by index (`None` for a disabled slot).
+    pub channels: Vec<Option<String>>,
+}
 
 impl LocalNodes {
     /// A radio said it is `node`.
-    pub fn insert(&self, node: NodeId) {
+    pub fn insert(&self, node: NodeId, radio: LocalRadio) {
         self.0
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(node);
+            .insert(node, radio);
     }
 
     /// Whether `node` is one of our radios.
@@ -51,7 +60,16 @@ impl LocalNodes {
         self.0
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(&node)
+            .contains_key(&node)
+    }
+
+    /// The radio that is `node`, if it is one of ours.
+    pub fn get(&self, node: NodeId) -> Option<LocalRadio> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&node)
+            .cloned()
     }
 }
 
@@ -171,7 +189,20 @@ impl Ingest {
         pipeline: &mut Pipeline<A>,
         ack: A,
     ) -> Option<Ignored> {
-        let inbound = match self.router.route(heard, now) {
+        let decision = self.router.route(heard, now);
+        self.queue(decision, now, pipeline, ack)
+    }
+
+    /// Carries out a routing decision for the next item of `pipeline`: submits what is to be
+    /// queued, lets the rest finish in its turn.
+    pub fn queue<A: Send + 'static>(
+        &self,
+        decision: Decision,
+        now: Millis,
+        pipeline: &mut Pipeline<A>,
+        ack: A,
+    ) -> Option<Ignored> {
+        let inbound = match decision {
             Decision::Relay(inbound) => inbound,
             Decision::Ignore(why) => {
                 pipeline.skip(ack);

@@ -10,8 +10,9 @@ use std::time::Instant;
 
 use archipel_adapters::mqtt::{AckToken, Incoming, MqttEvent, MqttHandle};
 use mesh_core::envelope::{Envelope, Root, Topic, TopicKind};
+use mesh_core::{NodeId, Packet, PacketId, mqtt_json};
 use tokio::sync::mpsc;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::downlink::{DownlinkFilter, Drop};
 use super::{Ingest, Pipeline};
@@ -20,6 +21,15 @@ use crate::app::now_ms;
 use crate::failpoint::{self, CrashPoint};
 use crate::router::Heard;
 use crate::stats::Stats;
+
+/// Whether (and as whom) an MQTT endpoint takes the firmware's JSON `sendtext` downlink.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonDownlink {
+    /// Tools may put texts on the mesh.
+    pub enabled: bool,
+    /// Our gateway id, to recognise our own echo.
+    pub gateway: NodeId,
+}
 
 /// One MQTT endpoint's ingest.
 pub struct MqttIngest {
@@ -33,6 +43,12 @@ pub struct MqttIngest {
     mqtt: MqttHandle,
     /// The downlink rules.
     filter: DownlinkFilter,
+    /// Whether tools may put texts on the mesh with the firmware's JSON `sendtext`.
+    downlink_json: bool,
+    /// Our gateway id, as a JSON downlink's `sender` names it when it is our own echo.
+    gateway: NodeId,
+    /// Low bits of the ids of texts sent for tools, as the firmware's rolling counter.
+    id_counter: u32,
     /// Drops by reason since the last log line about them, so a flood is one line a while.
     dropped: HashMap<Drop, u64>,
     /// When drops were last logged.
@@ -49,6 +65,7 @@ impl MqttIngest {
         events: mpsc::Receiver<MqttEvent>,
         mqtt: MqttHandle,
         filter: DownlinkFilter,
+        json: JsonDownlink,
         ingest: Arc<Ingest>,
     ) -> MqttIngest {
         MqttIngest {
@@ -57,6 +74,9 @@ impl MqttIngest {
             events,
             mqtt,
             filter,
+            downlink_json: json.enabled,
+            gateway: json.gateway,
+            id_counter: 0,
             dropped: HashMap::new(),
             dropped_logged: None,
             ingest,
@@ -133,6 +153,9 @@ impl MqttIngest {
             ack,
             ..
         } = incoming;
+        if self.downlink_json && mqtt_json::is_downlink_topic(self.root.as_str(), &topic) {
+            return self.on_json(&payload, pipeline, ack);
+        }
         let channel = match Topic::parse_under(&self.root, &topic) {
             Ok(t) if t.kind == TopicKind::Encrypted => t.channel.name().to_owned(),
             _ => return self.drop(Drop::Topic, None, pipeline, ack),
@@ -165,6 +188,44 @@ impl MqttIngest {
             local: None,
         };
         let _ = self.ingest.heard(heard, now_ms(), pipeline, ack);
+    }
+
+    /// A tool's `sendtext`: the named radio of ours sends the text as itself, on its channel
+    /// with that index, through the same outbox and governor as relayed traffic.
+    fn on_json(&mut self, payload: &[u8], pipeline: &mut Pipeline<AckToken>, ack: AckToken) {
+        let request = match mqtt_json::parse_downlink(payload) {
+            Ok(r) => r,
+            Err(e) => {
+                debug!(error = %e, "JSON downlink refused");
+                return self.drop(Drop::Json, None, pipeline, ack);
+            }
+        };
+        if request.sender.as_deref() == Some(self.gateway.to_string().as_str()) {
+            return self.drop(Drop::OwnGateway, None, pipeline, ack);
+        }
+        let Some(radio) = self.ingest.local_nodes.get(request.from) else {
+            return self.drop(Drop::NotOurRadio, Some(request.from), pipeline, ack);
+        };
+        let index = request.channel.unwrap_or(0);
+        let Some(channel) = radio.channels.get(usize::from(index)).cloned().flatten() else {
+            return self.drop(Drop::NoSuchChannel, Some(request.from), pipeline, ack);
+        };
+        if !self.filter.allow_json(request.from, Instant::now()) {
+            return self.drop(Drop::RateLimited, Some(request.from), pipeline, ack);
+        }
+        let mut packet = Packet::text_message(request.to, u32::from(index), &request.text);
+        self.id_counter = self.id_counter.wrapping_add(1);
+        let meta = packet.meta_mut();
+        meta.from = NodeId::LOCAL.get();
+        meta.id = PacketId::generate(rand::random(), self.id_counter).get();
+        if let Some(hops) = request.hop_limit {
+            meta.hop_limit = u32::from(hops.min(mesh_core::packet::HOP_MAX));
+        }
+        let decision =
+            self.ingest
+                .router
+                .originate(&self.name, &radio.endpoint, &channel, &packet, now_ms());
+        let _ = self.ingest.queue(decision, now_ms(), pipeline, ack);
     }
 
     /// Drops a message for `why`: counted, announced, logged once in a while, and acknowledged

@@ -16,7 +16,7 @@ use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, info_span, warn};
 
-use super::{Ingest, Pipeline};
+use super::{Ingest, LocalRadio, Pipeline};
 use crate::activity::Activity;
 use crate::app::now_ms;
 use crate::router::Heard;
@@ -123,7 +123,22 @@ impl RadioIngest {
     fn connected(&mut self, info: Arc<RadioInfo>) {
         let node = info.node_id();
         if let Some(node) = node {
-            self.ingest.local_nodes.insert(node);
+            let mut channels = vec![None; 8];
+            for c in info.active_channels() {
+                if let Some(slot) = usize::try_from(c.index)
+                    .ok()
+                    .and_then(|i| channels.get_mut(i))
+                {
+                    *slot = Some(info.channel_name(c));
+                }
+            }
+            self.ingest.local_nodes.insert(
+                node,
+                LocalRadio {
+                    endpoint: self.name.clone(),
+                    channels,
+                },
+            );
         }
         let mut problems = Vec::new();
         if let (Some(want), Some(is)) = (&self.expected.region, info.region())

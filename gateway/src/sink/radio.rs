@@ -92,13 +92,33 @@ impl Sink for RadioSink {
             return Prepared::Hold(until);
         }
         let radio = self.radio.clone();
-        let gateway = self.gateway;
-        let send = async move {
-            radio
-                .relay(out.packet, &out.channel, gateway, out.hops)
-                .await
-        }
-        .boxed();
+        let send = if out.packet.from() == NodeId::LOCAL {
+            // A text a tool asked this radio to send as itself: the phone API, on the channel's
+            // index here, decoded.
+            let Some(mut packet) = out.decoded() else {
+                return Prepared::Refuse(format!(
+                    "stored text does not decrypt with the key of `{}`",
+                    out.channel
+                ));
+            };
+            let Some(index) = self.radio.info().and_then(|info| {
+                info.active_channels()
+                    .find(|c| info.channel_name(c) == out.channel)
+                    .map(|c| c.index)
+            }) else {
+                return Prepared::Refuse(format!("the radio has no channel `{}`", out.channel));
+            };
+            packet.meta_mut().channel = u32::try_from(index).unwrap_or(0);
+            async move { radio.send(packet).await }.boxed()
+        } else {
+            let gateway = self.gateway;
+            async move {
+                radio
+                    .relay(out.packet, &out.channel, gateway, out.hops)
+                    .await
+            }
+            .boxed()
+        };
         Prepared::Send {
             send,
             airtime: Some(airtime),
