@@ -324,6 +324,13 @@ impl Gateway {
         }
     }
 
+    /// Stops it with SIGTERM, reads what it prints on the way out (the last summary), and
+    /// says how it ended.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.process.terminate();
+        self.exit()
+    }
+
     /// Waits for the process to end by itself and says how.
     pub fn exit(&mut self) -> ExitStatus {
         let (status, lines) = self.process.wait_exit(LIMIT);

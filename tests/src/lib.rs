@@ -425,6 +425,14 @@ impl Watched {
         &self.what
     }
 
+    /// Sends it SIGTERM (how systemd stops a service) without waiting: read what it prints
+    /// on the way out with [`Watched::wait_exit`].
+    pub fn terminate(&self) {
+        if let Some(child) = &self.child {
+            kill(child.id(), nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+
     /// The next standard output line within `limit`, with when it was read.
     pub fn next_line(
         &self,
