@@ -256,12 +256,6 @@ impl<K: Ord + Copy, M> Drain<K, M> {
         }
     }
 
-    /// Rows in flight are forgotten (the sink went away without answering): they stay queued
-    /// in the store and are sent again.
-    pub fn forget_in_flight(&mut self) {
-        self.in_flight.clear();
-    }
-
     /// Rows delivered and waiting for their confirm commit.
     pub fn unconfirmed(&self) -> usize {
         self.delivered.len()

@@ -124,10 +124,9 @@ impl<S: Sink> DrainWorker<S> {
         let mut idle = false;
         loop {
             let stopping = *stop.borrow();
-            self.confirm(Instant::now(), stopping && in_flight.is_empty())
-                .await;
-            if stopping && in_flight.is_empty() {
-                self.confirm(Instant::now(), true).await;
+            let finished = stopping && in_flight.is_empty();
+            self.confirm(Instant::now(), finished).await;
+            if finished {
                 return;
             }
             let ready = self.sink.ready();
@@ -179,18 +178,11 @@ impl<S: Sink> DrainWorker<S> {
         &mut self,
         in_flight: &mut FuturesUnordered<BoxFuture<'static, Outcome>>,
     ) -> bool {
+        // Rows in flight or awaiting their confirm are still listed: ask past them for `room`
+        // rows that are not.
         let room = self.drain.room(Instant::now());
-        let busy = self.drain.in_flight();
-        let rows = match self
-            .store
-            .next(
-                &self.name,
-                now_ms(),
-                0,
-                room + busy + self.drain.policy().confirm_batch.min(64),
-            )
-            .await
-        {
+        let busy = self.drain.in_flight() + self.drain.unconfirmed();
+        let rows = match self.store.next(&self.name, now_ms(), 0, room + busy).await {
             Ok(rows) => rows,
             Err(StoreError::Corrupt {
                 key: Some(key),
