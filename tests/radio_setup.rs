@@ -174,45 +174,7 @@ fn the_duty_cycle_budget_holds_across_quick_restarts() {
     const WINDOW: Duration = Duration::from_secs(10);
     const DUTY_PERCENT: f64 = 3.0;
     let budget = WINDOW.mul_f64(DUTY_PERCENT / 100.0);
-    let dir = Scratch::new("setup-governor-restarts");
-    let ports = Ports::new();
-    let sensor = Some("{ telemetry_every_secs = 60.0 }");
-    let _north = Sim::start(
-        &dir,
-        "north",
-        &mesh(
-            "north",
-            "ShortTurbo",
-            &north_channels(),
-            100.0,
-            &[
-                node(A, "North gateway radio", Some(ports.a), None),
-                node(A2, "North person", Some(ports.a2), None),
-                node(0x0000_f001, "Weather station", None, sensor),
-                node(0x0000_f002, "River gauge", None, sensor),
-            ],
-        ),
-        2,
-    );
-    let _south = Sim::start(&dir, "south", &south_world(&ports), 2);
-    let radios = vec![
-        radio("north", ports.a, "ShortTurbo", &north_channels(), ""),
-        radio(
-            "south",
-            ports.b,
-            "ShortFast",
-            &south_channels(),
-            &format!("duty_cycle_percent = {DUTY_PERCENT:?}\n"),
-        ),
-    ];
-    let extra = format!(
-        "[store.ttl]\ntelemetry_minutes = 0.25\n[airtime]\nwindow_secs = {}\n",
-        WINDOW.as_secs()
-    );
-    let config = dir.path("gateway.toml");
-    let toml = gateway_toml(&dir.path("store.sqlite"), &extra, &radios, &bridge_routes());
-    std::fs::write(&config, toml).unwrap();
-
+    let flood = Flood::start("setup-governor-restarts", WINDOW, DUTY_PERCENT);
     // Three runs on one store, each stopped as soon as it relayed five packets to south, about
     // its whole budget (a crash loop, or an operator restarting): a governor that forgot what
     // was sent would grant each run a fresh budget at once.
@@ -220,7 +182,7 @@ fn the_duty_cycle_budget_holds_across_quick_restarts() {
     let mut relays: Vec<(Instant, Duration)> = Vec::new();
     let started = Instant::now();
     for _ in 0..3 {
-        let mut gw = Gateway::start(&dir, &config, None);
+        let mut gw = Gateway::start(&flood.dir, &flood.config, None);
         gw.wait_count("relays to south", 5, to_south);
         assert!(gw.terminate().success());
         relays.extend(gw.lines.iter().filter_map(|(at, l)| {
@@ -230,15 +192,7 @@ fn the_duty_cycle_budget_holds_across_quick_restarts() {
         }));
     }
     let largest = relays.iter().map(|(_, a)| *a).max().unwrap();
-    let mut fullest = Duration::ZERO;
-    for (end, _) in &relays {
-        let sum: Duration = relays
-            .iter()
-            .filter(|(at, _)| at <= end && end.duration_since(*at) < WINDOW)
-            .map(|(_, a)| *a)
-            .sum();
-        fullest = fullest.max(sum);
-    }
+    let fullest = fullest_window(&relays, WINDOW);
     eprintln!(
         "governor across restarts: {} relays to south in {:?}, fullest window {fullest:?} (budget {budget:?}, largest packet {largest:?})",
         relays.len(),

@@ -462,46 +462,12 @@ fn under_a_flood_the_governor_keeps_the_duty_cycle_lets_direct_texts_overtake_te
     const WINDOW: Duration = Duration::from_secs(10);
     const DUTY_PERCENT: f64 = 3.0;
     let budget = WINDOW.mul_f64(DUTY_PERCENT / 100.0);
-    let dir = Scratch::new("relay-governor");
-    let ports = Ports::new();
-    // Two sensors on the north mesh report every simulated minute; at 100 simulated seconds
-    // per second that is over three telemetry packets a second, far more than south may take.
-    let sensor = Some("{ telemetry_every_secs = 60.0 }");
-    let north = Sim::start(
-        &dir,
-        "north",
-        &mesh(
-            "north",
-            "ShortTurbo",
-            &north_channels(),
-            100.0,
-            &[
-                node(A, "North gateway radio", Some(ports.a), None),
-                node(A2, "North person", Some(ports.a2), None),
-                node(0x0000_f001, "Weather station", None, sensor),
-                node(0x0000_f002, "River gauge", None, sensor),
-            ],
-        ),
-        2,
-    );
-    let south = Sim::start(&dir, "south", &south_world(&ports), 2);
-    let radios = vec![
-        radio("north", ports.a, "ShortTurbo", &north_channels(), ""),
-        radio(
-            "south",
-            ports.b,
-            "ShortFast",
-            &south_channels(),
-            &format!("duty_cycle_percent = {DUTY_PERCENT:?}\n"),
-        ),
-    ];
-    let extra = format!(
-        "[store.ttl]\ntelemetry_minutes = 0.25\n[airtime]\nwindow_secs = {}\n",
-        WINDOW.as_secs()
-    );
-    let config = dir.path("gateway.toml");
-    let toml = gateway_toml(&dir.path("store.sqlite"), &extra, &radios, &bridge_routes());
-    std::fs::write(&config, toml).unwrap();
+    let Flood {
+        dir,
+        north,
+        south,
+        config,
+    } = Flood::start("relay-governor", WINDOW, DUTY_PERCENT);
     // The gateway starts right away, so that little telemetry waits in radio A for it: what
     // waits is handed over at once and relayed back to back (see the slack below).
     let mut gw = Gateway::start(&dir, &config, None);
@@ -573,15 +539,7 @@ fn under_a_flood_the_governor_keeps_the_duty_cycle_lets_direct_texts_overtake_te
     // pipe). Those delays vary by milliseconds, and once the budget is spent the governor sends
     // each packet just after an older one left its window, so the older one can still look,
     // to the test, as if both were inside one window.
-    let mut fullest = Duration::ZERO;
-    for (end, _) in &relays {
-        let sum: Duration = relays
-            .iter()
-            .filter(|(at, _)| at <= end && end.duration_since(*at) < WINDOW)
-            .map(|(_, a)| *a)
-            .sum();
-        fullest = fullest.max(sum);
-    }
+    let fullest = fullest_window(&relays, WINDOW);
     let total: Duration = relays.iter().map(|(_, a)| *a).sum();
     let queued_telemetry = lines.iter().filter(|l| is_telemetry_for_south(l)).count();
     eprintln!(

@@ -630,3 +630,84 @@ impl Bridge {
         self.south = Some(Sim::start(&self.dir, "south", &south_world(&self.ports), 2));
     }
 }
+
+/// Two meshes where two sensors on the north one flood telemetry (at 100 simulated seconds a
+/// second, over three packets a second) and the gateway's radio south may use only
+/// `duty_percent` of any `window` (`[airtime] window_secs`), with telemetry living 15 s: the
+/// airtime governor's proving ground. The gateway config is written, not started.
+pub struct Flood {
+    /// Configs, store and logs.
+    pub dir: Scratch,
+    /// The north simulator (A, A2 and the sensors).
+    pub north: Sim,
+    /// The south simulator (B and B2).
+    pub south: Sim,
+    /// The gateway config.
+    pub config: PathBuf,
+}
+
+impl Flood {
+    /// Starts both simulators and writes the gateway config.
+    pub fn start(tag: &str, window: Duration, duty_percent: f64) -> Flood {
+        let dir = Scratch::new(tag);
+        let ports = Ports::new();
+        let sensor = Some("{ telemetry_every_secs = 60.0 }");
+        let north = Sim::start(
+            &dir,
+            "north",
+            &mesh(
+                "north",
+                "ShortTurbo",
+                &north_channels(),
+                100.0,
+                &[
+                    node(A, "North gateway radio", Some(ports.a), None),
+                    node(A2, "North person", Some(ports.a2), None),
+                    node(0x0000_f001, "Weather station", None, sensor),
+                    node(0x0000_f002, "River gauge", None, sensor),
+                ],
+            ),
+            2,
+        );
+        let south = Sim::start(&dir, "south", &south_world(&ports), 2);
+        let radios = vec![
+            radio("north", ports.a, "ShortTurbo", &north_channels(), ""),
+            radio(
+                "south",
+                ports.b,
+                "ShortFast",
+                &south_channels(),
+                &format!("duty_cycle_percent = {duty_percent:?}\n"),
+            ),
+        ];
+        let extra = format!(
+            "[store.ttl]\ntelemetry_minutes = 0.25\n[airtime]\nwindow_secs = {}\n",
+            window.as_secs()
+        );
+        let config = dir.path("gateway.toml");
+        let toml = gateway_toml(&dir.path("store.sqlite"), &extra, &radios, &bridge_routes());
+        std::fs::write(&config, toml).expect("gateway config written");
+        Flood {
+            dir,
+            north,
+            south,
+            config,
+        }
+    }
+}
+
+/// The most airtime within any `window` ending at one of `relays` (when each was seen, and
+/// what it cost).
+pub fn fullest_window(relays: &[(Instant, Duration)], window: Duration) -> Duration {
+    relays
+        .iter()
+        .map(|(end, _)| {
+            relays
+                .iter()
+                .filter(|(at, _)| at <= end && end.duration_since(*at) < window)
+                .map(|(_, a)| *a)
+                .sum()
+        })
+        .max()
+        .unwrap_or_default()
+}
