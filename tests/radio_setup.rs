@@ -136,6 +136,24 @@ fn a_radio_whose_client_proxy_is_off_is_told_once_with_the_fix_and_its_queue_wai
 }
 
 #[test]
+fn a_gateway_id_equal_to_a_radios_node_is_named_at_its_handshake() {
+    let bridge = Bridge::start("setup-gateway-id", &bridge_routes());
+    let config = std::fs::read_to_string(&bridge.config).unwrap().replace(
+        "id = \"!a7c40001\"",
+        &format!("id = \"{}\"", mesh_core::NodeId::new(B)),
+    );
+    std::fs::write(&bridge.config, config).unwrap();
+    let mut gw = bridge.gateway(None);
+    let line = gw.wait("the gateway id problem", |l| {
+        l.contains("PROBLEM south") && l.contains("gateway id")
+    });
+    assert!(
+        line.contains("gateway.id"),
+        "says which key to change: {line}"
+    );
+}
+
+#[test]
 fn a_queue_for_a_radio_no_longer_configured_is_reported_at_start_and_kept() {
     let mut bridge = Bridge::start("setup-orphan", &bridge_routes());
     let mut gw = bridge.gateway(None);

@@ -145,6 +145,7 @@ impl Gateway {
             let expected = Expected {
                 region: r.region.clone(),
                 preset: r.preset,
+                gateway: config.gateway.id,
             };
             let task = RadioIngest::new(r.name.clone(), events, util_tx, expected, ingest.clone());
             tasks.push(tokio::spawn(task.run()));

@@ -23,12 +23,15 @@ use crate::router::Heard;
 
 /// What the configuration expects a radio to be; the radio's own word wins, a disagreement
 /// is said loudly.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Expected {
     /// Region code, when configured.
     pub region: Option<String>,
     /// Modem preset, when configured.
     pub preset: Option<ModemPreset>,
+    /// The gateway's own id: a radio whose node is the same drops every relay (the firmware
+    /// ignores downlink "from its own gateway").
+    pub gateway: NodeId,
 }
 
 /// One radio's ingest.
@@ -141,6 +144,12 @@ impl RadioIngest {
             );
         }
         let mut problems = Vec::new();
+        if node == Some(self.expected.gateway) {
+            problems.push(format!(
+                "its node id is the gateway id {}: the radio ignores relays from a gateway with its own id, so nothing reaches its mesh; give `gateway.id` another value",
+                self.expected.gateway
+            ));
+        }
         if let (Some(want), Some(is)) = (&self.expected.region, info.region())
             && want != is
         {
