@@ -425,6 +425,12 @@ impl Watched {
         &self.what
     }
 
+    /// Its process id while it runs: for the signals a test sends at a moment of its choosing
+    /// (SIGKILL mid-flow, SIGTERM to read what it prints on the way out).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The next standard output line within `limit`, with when it was read.
     pub fn next_line(
         &self,
