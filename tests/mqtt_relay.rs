@@ -14,11 +14,13 @@
 #[path = "mqtt_relay/world.rs"]
 mod world;
 
-use std::time::Instant;
+use std::os::unix::process::ExitStatusExt;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use archipel_e2e::MeshClient;
 use archipel_e2e::bridge::*;
-use archipel_e2e::mosquitto::{BrokerOptions, Subscriber};
-use mesh_core::{ChannelKey, NodeId, Packet, PacketId, proto};
+use archipel_e2e::mosquitto::{BrokerOptions, Mosquitto, Subscriber};
+use mesh_core::{ChannelKey, Envelope, NodeId, Packet, PacketId, proto};
 use nix::sys::signal::Signal;
 use world::*;
 
@@ -247,4 +249,312 @@ fn every_abusive_downlink_is_dropped_and_counted_and_a_flood_from_one_node_is_cu
         "the summary counts every drop:\n{}",
         gw.printed()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. The broker away with 500 queued
+
+#[test]
+fn with_the_broker_away_500_messages_wait_and_arrive_once_in_order_when_it_returns() {
+    let dir = Scratch::new("mqtt-away");
+    let mut out = Mosquitto::start(BrokerOptions {
+        persistence: true,
+        ..Default::default()
+    });
+    let inbox = Mosquitto::start(BrokerOptions::default());
+    // A persistent session on the broker that goes away: it keeps what arrives while either
+    // side is down, and the client reconnects by itself.
+    let sub = Subscriber::start(&out, &filter("Harbour"), Some("e2e-away-subscriber"));
+    let root = format!("root = \"{ROOT}\"\n");
+    let sections = [
+        mqtt_section(
+            "inbox",
+            inbox.port(),
+            &format!("{root}rate_per_node = 600.0\nburst_per_node = 1000\n"),
+        ),
+        mqtt_section("broker", out.port(), &root),
+        "[[channel]]\nname = \"Harbour\"\npsk = \"AQ==\"\n".to_owned(),
+    ];
+    let routes = [route(
+        "Harbour",
+        &["inbox"],
+        &["broker"],
+        "Harbour",
+        "one_way = true\n",
+    )];
+    let config = dir.path("gateway.toml");
+    let text = gateway_toml(&dir.path("store.sqlite"), "", &sections, &routes);
+    std::fs::write(&config, text).expect("gateway config written");
+    let mut gw = Gateway::start(&dir, &config, None);
+    gw.wait_endpoint_up(0, "mqtt", "inbox");
+    gw.wait_endpoint_up(0, "mqtt", "broker");
+    inbox.wait_subscriptions(&[(&client_id(GATEWAY_ID), &filter("Harbour"))]);
+
+    let mark = gw.mark();
+    out.stop();
+    gw.wait_after(mark, "broker down", |l| l.contains(" mqtt broker down"));
+    let key = harbour_key();
+    let mut msgs = Vec::new();
+    let mut envelopes = Vec::new();
+    for i in 1..=500u32 {
+        let (m, p) = far_text(
+            FAR,
+            0x4e0f_0000 + i,
+            &format!("while the broker was away #{i}"),
+        );
+        envelopes.push((
+            topic("e", "Harbour", OTHER_GW),
+            envelope(&p, &key, OTHER_GW),
+        ));
+        msgs.push(m);
+    }
+    inbox.publish_in_order(envelopes);
+    gw.wait_count("500 queued for the broker", 500, |l| {
+        l.contains(" queued ") && l.ends_with(" for broker")
+    });
+
+    let mark = gw.mark();
+    out.restart();
+    gw.wait_endpoint_up(mark, "mqtt", "broker");
+    let (marker, p) = far_text(FAR, 0x4e0f_1000, "after the broker came back");
+    let marker_envelope = (
+        topic("e", "Harbour", OTHER_GW),
+        envelope(&p, &key, OTHER_GW),
+    );
+    inbox.publish_in_order(vec![marker_envelope]);
+    msgs.push(marker.clone());
+    let got = sub.until(LIMIT, |m| carries(m, &marker));
+    let arrived: Vec<(NodeId, PacketId, String)> = got
+        .iter()
+        .map(|m| {
+            let e = Envelope::decode(&m.payload).expect("an envelope");
+            assert_eq!(m.topic, topic("e", "Harbour", GATEWAY_ID));
+            let p = e.packet.decrypt(&key).expect("decrypts with Harbour's key");
+            (p.from(), p.id(), p.text().unwrap_or_default())
+        })
+        .collect();
+    let expected: Vec<(NodeId, PacketId, String)> = msgs
+        .iter()
+        .map(|m| (m.from, m.id, m.text.clone()))
+        .collect();
+    if arrived != expected {
+        let ids: Vec<String> = arrived.iter().map(|(_, id, _)| id.to_string()).collect();
+        panic!(
+            "{} arrived, {} expected, once each and in order; arrived: {}",
+            arrived.len(),
+            expected.len(),
+            ids.join(" ")
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. kill -9 with downlink unacknowledged
+
+/// How the first run of the gateway dies.
+enum Kill {
+    /// At a crash point (`ARCHIPEL_CRASH_AT`).
+    At(&'static str),
+    /// By SIGKILL from the test, once this many messages were printed as queued.
+    AfterQueued(usize),
+}
+
+/// Downlink texts flow from the broker into the store for a radio that is away; the gateway
+/// dies by SIGKILL; a new run on the same store and client id gets the broker's redeliveries;
+/// once the radio is back, the mesh hears every text once.
+fn downlink_survives_a_kill(tag: &str, base: u32, kill: Kill) {
+    const COUNT: u32 = 30;
+    let mut w = North::away(
+        tag,
+        BrokerOptions {
+            // `Sending PUBLISH to CLIENT (d1, ...`: the broker's redeliveries.
+            extra: vec!["log_type debug".into()],
+            ..Default::default()
+        },
+    );
+    let routes = [route(
+        "Harbour",
+        &["broker"],
+        &["north"],
+        "Harbour",
+        "one_way = true\n",
+    )];
+    let config = w.config("rate_per_node = 600.0\nburst_per_node = 1000\n", &routes);
+    let crash = match kill {
+        Kill::At(point) => Some(point),
+        Kill::AfterQueued(_) => None,
+    };
+    let mut gw = w.gateway(&config, crash, "gateway-1.log");
+
+    let key = harbour_key();
+    let mut msgs = Vec::new();
+    let mut envelopes = Vec::new();
+    for i in 1..=COUNT {
+        let (m, p) = far_text(FAR, base + i, &format!("{tag} downlink #{i}"));
+        envelopes.push((
+            topic("e", "Harbour", OTHER_GW),
+            envelope(&p, &key, OTHER_GW),
+        ));
+        msgs.push(m);
+    }
+    w.broker.publish_in_order(envelopes);
+    let status = match kill {
+        Kill::At(_) => gw.exit(),
+        Kill::AfterQueued(n) => {
+            gw.wait_count("queued before the kill", n, |l| l.contains(" queued "));
+            gw.signal_and_wait(Signal::SIGKILL)
+        }
+    };
+    assert_eq!(
+        status.signal(),
+        Some(Signal::SIGKILL as i32),
+        "the first run should die by SIGKILL: {status:?}\n{}",
+        gw.printed()
+    );
+    let first_run = gw.texts();
+
+    let mut gw = w.gateway(&config, None, "gateway-2.log");
+    let (marker, p) = far_text(FAR, base + 0x100, &format!("{tag} marker"));
+    let marker_envelope = (
+        topic("e", "Harbour", OTHER_GW),
+        envelope(&p, &key, OTHER_GW),
+    );
+    w.broker.publish_in_order(vec![marker_envelope]);
+    gw.wait("the marker queued", |l| marker.queued(l));
+    w.start_sim();
+    gw.wait_endpoint_up(0, "radio", "north");
+    let heard = heard_until(w.a2(), &marker);
+    msgs.push(marker.clone());
+    assert_once(&heard, &msgs, &[]);
+
+    // Stored once: no text was queued by both runs.
+    let both_runs = [first_run.clone(), gw.texts()].concat();
+    for m in &msgs {
+        let queued = both_runs.iter().filter(|l| m.queued(l)).count();
+        assert!(queued <= 1, "{:?} queued {queued} times", m.text);
+    }
+    let resent = format!("Sending PUBLISH to {} (d1,", client_id(GATEWAY_ID));
+    let redelivered = w.broker.log_text().matches(&resent).count();
+    eprintln!(
+        "{tag}: the first run printed {} queued line(s); the broker redelivered {redelivered} message(s)",
+        first_run.iter().filter(|l| l.contains(" queued ")).count()
+    );
+    if let Kill::At(_) = kill {
+        assert!(
+            redelivered >= 1,
+            "the message committed but not acknowledged was not redelivered"
+        );
+    }
+}
+
+#[test]
+fn a_gateway_killed_before_acking_a_committed_downlink_loses_and_duplicates_nothing() {
+    downlink_survives_a_kill("mqtt-kill-ack", 0x5e0f_0000, Kill::At("mqtt.before-ack:10"));
+}
+
+#[test]
+fn a_gateway_killed_at_a_random_moment_during_downlink_loses_and_duplicates_nothing() {
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(7);
+    let after = 1 + (seed % 20) as usize;
+    eprintln!("random kill: seed {seed}, SIGKILL once {after} texts were queued");
+    downlink_survives_a_kill("mqtt-kill-random", 0x5f0f_0000, Kill::AfterQueued(after));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Two gateways through one broker
+
+#[test]
+fn two_gateways_on_one_broker_carry_a_text_across_once_and_never_back() {
+    let dir = Scratch::new("mqtt-two");
+    let ports = Ports::new();
+    let broker = Mosquitto::start(BrokerOptions::default());
+    let north = Sim::start(&dir, "north", &north_world(&ports), 2);
+    let south = Sim::start(&dir, "south", &south_world(&ports), 2);
+    let a2 = MeshClient::connect("A2", &north.tcp(A2), LIMIT);
+    let b2 = MeshClient::connect("B2", &south.tcp(B2), LIMIT);
+    let sub = Subscriber::start(&broker, &filter("ops"), None);
+    let write = |name: &str, id: &str, radio: String, mesh: &str| {
+        let sections = [radio, mqtt_section("broker", broker.port(), "")];
+        let routes = [route("ops", &[mesh], &["broker"], "ops", "")];
+        let store = dir.path(&format!("{name}.sqlite"));
+        let path = dir.path(&format!("{name}.toml"));
+        std::fs::write(&path, gateway_toml_as(id, &store, "", &sections, &routes)).unwrap();
+        path
+    };
+    let config_a = write(
+        "gateway-a",
+        GATEWAY_ID,
+        radio("north", ports.a, "ShortTurbo", &north_channels(), ""),
+        "north",
+    );
+    let config_b = write(
+        "gateway-b",
+        GATEWAY_B,
+        radio("south", ports.b, "ShortFast", &south_channels(), ""),
+        "south",
+    );
+    let mut gw_a = Gateway::start_logged(&dir, &config_a, None, "gateway-a.log");
+    let mut gw_b = Gateway::start_logged(&dir, &config_b, None, "gateway-b.log");
+    for (gw, radio) in [(&mut gw_a, "north"), (&mut gw_b, "south")] {
+        gw.wait_endpoint_up(0, "radio", radio);
+        gw.wait_endpoint_up(0, "mqtt", "broker");
+    }
+    broker.wait_subscriptions(&[
+        (&client_id(GATEWAY_ID), &filter("ops")),
+        (&client_id(GATEWAY_B), &filter("ops")),
+    ]);
+
+    let hello = say(
+        &a2,
+        NORTH_OPS,
+        0x6e0f_0001,
+        "north to south through the broker",
+    );
+    let got = b2.packets_until(LIMIT, |p| hello.is(p));
+    let p = got.last().expect("heard");
+    assert_eq!((p.from(), p.id()), (hello.from, hello.id));
+    assert_eq!((p.channel(), p.hop_limit()), (SOUTH_OPS, 0));
+    assert_eq!(p.text().as_deref(), Some(hello.text.as_str()));
+    let marker = say(&a2, NORTH_OPS, 0x6e0f_0002, "a north marker");
+    let heard = heard_until(&b2, &marker);
+    assert_eq!(times(&got, &hello) + times(&heard, &hello), 1, "heard once");
+
+    // The other way, through the same gateways: what north hears before it never includes
+    // north's own texts coming back.
+    let back = say(
+        &b2,
+        SOUTH_OPS,
+        0x6e0f_0003,
+        "south to north through the broker",
+    );
+    let at_north = heard_until(&a2, &back);
+    assert_eq!(at_north.last().unwrap().channel(), NORTH_OPS);
+    assert_eq!(
+        times(&at_north, &hello) + times(&at_north, &marker),
+        0,
+        "north's texts came back"
+    );
+    // On the broker: each text once, from the gateway of the mesh it was said on.
+    let published: Vec<(String, PacketId)> = sub
+        .until(LIMIT, |m| carries(m, &back))
+        .iter()
+        .map(|m| {
+            let e = Envelope::decode(&m.payload).expect("an envelope");
+            (e.gateway_id.to_string(), e.packet.id())
+        })
+        .collect();
+    assert_eq!(
+        published,
+        [
+            (GATEWAY_ID.to_owned(), hello.id),
+            (GATEWAY_ID.to_owned(), marker.id),
+            (GATEWAY_B.to_owned(), back.id),
+        ]
+    );
+    gw_b.wait("hello relayed south", |l| hello.relayed_to("south", l));
+    assert_eq!(gw_b.count(&|l| hello.relayed_to("south", l)), 1);
+    assert_eq!(gw_a.count(&|l| back.relayed_to("broker", l)), 0);
 }

@@ -13,6 +13,8 @@ use mesh_core::{ChannelKey, Envelope, GatewayId, NodeId, Packet, PacketId};
 
 /// The topic root: the firmware's default for radios in region US, as every radio here is.
 pub const ROOT: &str = "msh/US";
+/// The second gateway's id (two gateways through one broker).
+pub const GATEWAY_B: &str = "!a7c40002";
 /// Other gateways publishing on the broker.
 pub const OTHER_GW: &str = "!0badcafe";
 pub const THIRD_GW: &str = "!0badcaf3";
