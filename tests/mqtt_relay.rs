@@ -20,7 +20,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use archipel_e2e::MeshClient;
 use archipel_e2e::bridge::*;
 use archipel_e2e::mosquitto::{BrokerOptions, Mosquitto, Subscriber};
-use mesh_core::{ChannelKey, Envelope, NodeId, Packet, PacketId, proto};
+use mesh_core::{ChannelKey, Envelope, GatewayId, NodeId, Packet, PacketId, proto};
 use nix::sys::signal::Signal;
 use world::*;
 
@@ -137,6 +137,19 @@ fn an_envelope_published_with_mosquitto_pub_is_heard_on_the_mesh_once_zero_hop_e
         1,
         "the gateway published something else first: {published:?}"
     );
+
+    // Another gateway on this mesh publishes what it heard of that text: the same (from, id)
+    // our radio heard, so it is dropped as seen and never sent to the mesh a second time.
+    let theirs = Envelope::decode(&published[0].payload).expect("an envelope");
+    let theirs = Envelope::new(theirs.packet, theirs.channel_id, GatewayId::parse(OTHER_GW));
+    w.broker
+        .publish_file_with_client(&topic("e", "Harbour", OTHER_GW), &theirs.encode(), 1);
+    let (last, last_packet) = far_text(FAR, 0x2e0f_0004, "the last marker");
+    publish(&last_packet, OTHER_GW);
+    heard_until(a2, &last);
+    gw.wait("the last marker relayed", |l| last.relayed_to("north", l));
+    assert_eq!(gw.count(&|l| back.queued(l)), 1, "{}", gw.printed());
+    assert_eq!(gw.count(&|l| back.relayed_to("north", l)), 0);
 }
 
 // ---------------------------------------------------------------------------------------------
