@@ -28,6 +28,7 @@ pub fn harbour_key() -> ChannelKey {
     ChannelKey::from_psk(&[1])
 }
 
+/// `<root>/2/<kind>/<channel>/<gateway>`, kind `e` (envelopes) or `json`.
 pub fn topic(kind: &str, channel: &str, gateway: &str) -> String {
     format!("{ROOT}/2/{kind}/{channel}/{gateway}")
 }
