@@ -91,6 +91,9 @@ pub fn route(channel: &str, from: &[&str], to: &[&str], to_channel: &str, extra:
     )
 }
 
+/// The gateway id of every config here, unless a test names another.
+pub const GATEWAY_ID: &str = "!a7c40001";
+
 /// A whole gateway config; `store_extra` goes right after `[store]`'s path (so it may open
 /// `[store.ttl]` or `[airtime]`).
 pub fn gateway_toml(
@@ -99,10 +102,22 @@ pub fn gateway_toml(
     radios: &[String],
     routes: &[String],
 ) -> String {
+    gateway_toml_as(GATEWAY_ID, store, store_extra, radios, routes)
+}
+
+/// A whole gateway config for gateway `id`; `sections` are its `[[radio]]`, `[[mqtt]]` and
+/// `[[channel]]` sections.
+pub fn gateway_toml_as(
+    id: &str,
+    store: &Path,
+    store_extra: &str,
+    sections: &[String],
+    routes: &[String],
+) -> String {
     format!(
-        "[gateway]\nname = \"e2e\"\nid = \"!a7c40001\"\n[store]\npath = \"{}\"\n{store_extra}\n{}{}",
+        "[gateway]\nname = \"e2e\"\nid = \"{id}\"\n[store]\npath = \"{}\"\n{store_extra}\n{}{}",
         store.display(),
-        radios.concat(),
+        sections.concat(),
         routes.concat()
     )
 }
@@ -207,6 +222,11 @@ pub struct Gateway {
 impl Gateway {
     /// Starts the gateway on `config`, armed with `ARCHIPEL_CRASH_AT=crash` when given.
     pub fn start(dir: &Scratch, config: &Path, crash: Option<&str>) -> Gateway {
+        Gateway::start_logged(dir, config, crash, "gateway.log")
+    }
+
+    /// The same, its log in `log` (so two gateways may share a directory).
+    pub fn start_logged(dir: &Scratch, config: &Path, crash: Option<&str>, log: &str) -> Gateway {
         let mut cmd = Command::new(archipel_bin());
         cmd.arg("run").arg("--config").arg(config);
         match crash {
@@ -214,7 +234,7 @@ impl Gateway {
             None => cmd.env_remove("ARCHIPEL_CRASH_AT"),
         };
         Gateway {
-            process: Watched::spawn(cmd, "archipel run", &dir.path("gateway.log")),
+            process: Watched::spawn(cmd, "archipel run", &dir.path(log)),
             lines: Vec::new(),
         }
     }
@@ -327,8 +347,7 @@ impl Gateway {
     /// Stops it with SIGTERM, reads what it prints on the way out (the last summary), and
     /// says how it ended.
     pub fn terminate(&mut self) -> ExitStatus {
-        self.process.terminate();
-        self.exit()
+        self.signal_and_wait(nix::sys::signal::Signal::SIGTERM)
     }
 
     /// Waits for the process to end by itself and says how.
@@ -336,6 +355,35 @@ impl Gateway {
         let (status, lines) = self.process.wait_exit(LIMIT);
         self.lines.extend(lines);
         status
+    }
+
+    /// Sends `signal` now and waits for the end, taking in what it printed on the way out
+    /// (after SIGTERM: the summary, then `stopped`).
+    pub fn signal_and_wait(&mut self, signal: nix::sys::signal::Signal) -> ExitStatus {
+        let pid = self.process.pid().expect("the gateway is running");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid fits an i32"));
+        nix::sys::signal::kill(pid, signal).expect("the gateway can be signalled");
+        self.exit()
+    }
+
+    /// Waits until endpoint `name` of `kind` (`radio`, `mqtt`) came up after `mark`.
+    pub fn wait_endpoint_up(&mut self, mark: usize, kind: &str, name: &str) {
+        let up = format!(" {kind} {name} up");
+        self.wait_after(mark, &up, |l| l.contains(&up));
+    }
+
+    /// A counter of the last summary line (`dropped` in `..., dropped 7, ...`).
+    pub fn summary_count(&self, counter: &str) -> Option<u64> {
+        let (_, line) = self
+            .lines
+            .iter()
+            .rev()
+            .find(|(_, l)| l.contains(" summary: "))?;
+        let rest = line.split_once(&format!(" {counter} "))?.1;
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
     }
 
     /// Lines printed so far that `pick` accepts.

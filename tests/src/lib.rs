@@ -425,12 +425,10 @@ impl Watched {
         &self.what
     }
 
-    /// Sends it SIGTERM (how systemd stops a service) without waiting: read what it prints
-    /// on the way out with [`Watched::wait_exit`].
-    pub fn terminate(&self) {
-        if let Some(child) = &self.child {
-            kill(child.id(), nix::sys::signal::Signal::SIGTERM);
-        }
+    /// Its process id while it runs: for the signals a test sends at a moment of its choosing
+    /// (SIGKILL mid-flow, SIGTERM to read what it prints on the way out).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The next standard output line within `limit`, with when it was read.

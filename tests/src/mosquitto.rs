@@ -10,7 +10,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use archipel_adapters::mqtt::{self, MqttConfig};
+use bytes::Bytes;
 
 use crate::{TempDir, Watched, free_port, run_with_limit, temp_dir};
 
@@ -60,6 +64,9 @@ impl Mosquitto {
             "log_type warning".into(),
             "log_type notice".into(),
             "log_type information".into(),
+            // `CLIENT QOS FILTER` for each subscription: a test waits for a gateway's
+            // subscription before it publishes what the gateway should receive.
+            "log_type subscribe".into(),
             format!("persistence {}", options.persistence),
             format!("persistence_location {}/", dir.display()),
         ];
@@ -182,6 +189,77 @@ impl Mosquitto {
         );
     }
 
+    /// Publishes `payload` (any bytes) with `mosquitto_pub -f` and waits for it to finish.
+    pub fn publish_file_with_client(&self, topic: &str, payload: &[u8], qos: u8) {
+        static FILES: AtomicU32 = AtomicU32::new(0);
+        let n = FILES.fetch_add(1, Ordering::Relaxed);
+        let file = self.dir.0.join(format!("payload-{n}.bin"));
+        std::fs::write(&file, payload).expect("payload written");
+        let mut cmd = Command::new(client_tool("mosquitto_pub"));
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-q", &qos.to_string(), "-t", topic, "-f"])
+            .arg(&file);
+        let out = run_with_limit(cmd, Duration::from_secs(10), "mosquitto_pub");
+        assert!(
+            out.status.success(),
+            "mosquitto_pub -f failed: {}\nbroker log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tail(20)
+        );
+    }
+
+    /// Publishes every message at QoS 1, one after the other, each once the broker acknowledged
+    /// the one before (so the broker holds them in this order), as fast as the broker answers:
+    /// a burst no command-line tool can make. The client is Archipel's MQTT link (rumqttc).
+    pub fn publish_in_order(&self, messages: Vec<(String, Vec<u8>)>) {
+        static CLIENTS: AtomicU32 = AtomicU32::new(0);
+        let n = CLIENTS.fetch_add(1, Ordering::Relaxed);
+        let id = format!("e2e-publisher-{}-{n}", std::process::id());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the publisher");
+        runtime.block_on(async {
+            let (handle, _events) = mqtt::spawn(MqttConfig::new(&id, "127.0.0.1", self.port, &id))
+                .expect("a valid publisher config");
+            let limit = Duration::from_secs(10);
+            tokio::time::timeout(limit, handle.connected())
+                .await
+                .expect("the publisher connects within 10 s")
+                .expect("the publisher runs");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            for (i, (topic, payload)) in messages.into_iter().enumerate() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let status =
+                    tokio::time::timeout(left, handle.publish(topic, Bytes::from(payload)))
+                        .await
+                        .unwrap_or_else(|_| panic!("message {i} not acknowledged in time"));
+                assert!(status.is_delivered(), "message {i}: {status}");
+            }
+            handle.shutdown().await;
+        });
+    }
+
+    /// Waits until each `(client, filter)` subscription was made at QoS 1 (as the broker logs
+    /// it), in any order.
+    pub fn wait_subscriptions(&self, wanted: &[(&str, &str)]) {
+        let mut waiting: Vec<String> = wanted
+            .iter()
+            .map(|(client, filter)| format!(": {client} 1 {filter}"))
+            .collect();
+        while !waiting.is_empty() {
+            let line = self.wait_log(Duration::from_secs(30), |l| {
+                waiting.iter().any(|w| l.ends_with(w.as_str()))
+            });
+            waiting.retain(|w| !line.ends_with(w.as_str()));
+        }
+    }
+
+    /// Everything the broker logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+
     fn log(&self) -> PathBuf {
         self.dir.0.join("mosquitto.log")
     }
@@ -214,6 +292,107 @@ impl Drop for Mosquitto {
         // A paused broker would sit out SIGTERM's grace period.
         self.resume();
         self.stop();
+    }
+}
+
+/// One message as a subscriber received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// The topic it came on.
+    pub topic: String,
+    /// Its bytes.
+    pub payload: Vec<u8>,
+}
+
+/// `mosquitto_sub` (an independent client) on one topic filter at QoS 1, each message read
+/// as it prints it (topic and payload in hex); stopped when dropped.
+pub struct Subscriber {
+    /// The client; its standard output carries the messages and its debug lines.
+    process: Watched,
+    /// Where its standard error is logged; removed on drop.
+    _dir: TempDir,
+}
+
+impl Subscriber {
+    /// Subscribes to `filter` on `broker` and waits for the broker's SUBACK. With `session`,
+    /// the client id is that and its session persistent (clean session off): the broker keeps
+    /// what arrives while the subscriber or the broker itself is away (with persistence on),
+    /// and the client reconnects by itself.
+    pub fn start(broker: &Mosquitto, filter: &str, session: Option<&str>) -> Subscriber {
+        let dir = temp_dir("mosquitto-sub");
+        // Line-buffered, or its output only shows when it exits.
+        let mut cmd = Command::new("stdbuf");
+        cmd.arg("-oL").arg(client_tool("mosquitto_sub"));
+        cmd.args(["-d", "-h", "127.0.0.1", "-p", &broker.port().to_string()])
+            .args(["-q", "1", "-t", filter, "-F", "msg %t %x"]);
+        if let Some(id) = session {
+            cmd.args(["-c", "-i", id]);
+        }
+        let process = Watched::spawn(cmd, "mosquitto_sub", &dir.join("sub.log"));
+        let deadline = Instant::now() + START_LIMIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match process.next_line(left) {
+                Ok((_, line)) if line.contains("received SUBACK") => break,
+                Ok(_) => {}
+                Err(e) => panic!(
+                    "mosquitto_sub got no SUBACK for {filter} ({e:?}): {}",
+                    process.log_tail(10)
+                ),
+            }
+        }
+        Subscriber {
+            process,
+            _dir: TempDir(dir),
+        }
+    }
+
+    /// The next message within `limit`, skipping the client's debug lines.
+    pub fn next(&self, limit: Duration) -> Option<Received> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (_, line) = self.process.next_line(left).ok()?;
+            let Some(rest) = line.strip_prefix("msg ") else {
+                continue;
+            };
+            let (topic, hex) = rest.rsplit_once(' ').unwrap_or((rest, ""));
+            let payload = (0..hex.len() / 2)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16))
+                .collect::<Result<Vec<u8>, _>>()
+                .unwrap_or_else(|e| panic!("mosquitto_sub printed bad hex ({e}): {line}"));
+            return Some(Received {
+                topic: topic.to_owned(),
+                payload,
+            });
+        }
+    }
+
+    /// Every message up to and including the first that `is_last` accepts, within `limit`
+    /// in all.
+    pub fn until(
+        &self,
+        limit: Duration,
+        mut is_last: impl FnMut(&Received) -> bool,
+    ) -> Vec<Received> {
+        let deadline = Instant::now() + limit;
+        let mut got = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(m) = self.next(left) else {
+                let topics: Vec<&str> = got.iter().map(|m: &Received| m.topic.as_str()).collect();
+                panic!(
+                    "the subscriber's last expected message did not come within {}s; got {} before: {topics:?}",
+                    limit.as_secs(),
+                    got.len()
+                );
+            };
+            let last = is_last(&m);
+            got.push(m);
+            if last {
+                return got;
+            }
+        }
     }
 }
 
