@@ -156,6 +156,47 @@ fn an_envelope_published_with_mosquitto_pub_is_heard_on_the_mesh_once_zero_hop_e
 // 3. Abuse
 
 #[test]
+fn a_tools_json_sendtext_goes_out_as_the_named_radio_and_other_nodes_are_refused() {
+    let w = North::start("mqtt-sendtext", BrokerOptions::default());
+    let routes = [route("Harbour", &["north"], &["broker"], "Harbour", "")];
+    let config = w.config("downlink_json = true\n", &routes);
+    let mut gw = w.gateway(&config, None, "gateway.log");
+    let a2 = w.a2();
+    let downlink = format!("{ROOT}/2/json/mqtt/");
+    let send = |from: u32, text: &str| {
+        let json =
+            format!(r#"{{"from": {from}, "type": "sendtext", "payload": "{text}", "channel": 0}}"#);
+        w.broker.publish_with_client(&downlink, &json, 1);
+    };
+    // A node that is none of our radios is refused; the gateway's radio A sends as itself.
+    send(0x0bad_0bad, "from a stranger");
+    send(A, "water at the school from 3 pm");
+    let heard = a2.packets_until(LIMIT, |p| {
+        p.text().as_deref() == Some("water at the school from 3 pm")
+    });
+    let p = heard.last().expect("heard");
+    assert_eq!(p.from(), NodeId::new(A), "sent as the gateway's radio");
+    assert_eq!(p.channel(), NORTH_PRIMARY);
+    assert!(
+        heard
+            .iter()
+            .all(|p| p.text().as_deref() != Some("from a stranger")),
+        "nothing from a node that is not ours"
+    );
+    gw.wait("relayed to north", |l| {
+        l.contains(" relayed !00000000 ") && l.contains("-> north#Harbour")
+    });
+    assert!(gw.terminate().success());
+    let summary = gw
+        .texts()
+        .into_iter()
+        .rev()
+        .find(|l| l.contains(" summary: "))
+        .unwrap_or_default();
+    assert!(summary.contains("not-our-radio 1"), "{summary}");
+}
+
+#[test]
 fn every_abusive_downlink_is_dropped_and_counted_and_a_flood_from_one_node_is_cut_to_its_rate() {
     const BURST: usize = 3;
     const PER_MINUTE: f64 = 6.0;
