@@ -24,12 +24,11 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use archipel_e2e::mosquitto::{BrokerOptions, Mosquitto};
-use archipel_e2e::{TempDir, temp_dir};
 use archipel_gateway::app::now_ms;
 use archipel_gateway::config::Config;
 use archipel_gateway::router::{Decision, Heard, Router};
 use archipel_gateway::store::{Store, StoreConfig};
-use common::{Process, Subscriber, Tally, closed_port, rate, secs, setting};
+use common::{BenchDir, Process, Subscriber, Tally, closed_port, rate, secs, setting};
 use mesh_core::envelope::Envelope;
 use mesh_core::{NodeId, Packet};
 
@@ -111,13 +110,13 @@ async fn prefill(config_path: &std::path::Path, store_path: &std::path::Path, me
 }
 
 async fn bench(messages: u64) {
-    let dir = TempDir(temp_dir("bench-drain"));
-    let store_path = dir.0.join("store.sqlite");
+    let dir = BenchDir::new("bench-drain");
+    let store_path = dir.join("store.sqlite");
     let broker = Mosquitto::start(BrokerOptions {
         extra: vec!["max_queued_messages 0".into()],
         ..BrokerOptions::default()
     });
-    let config_path = dir.0.join("gateway.toml");
+    let config_path = dir.join("gateway.toml");
     std::fs::write(&config_path, config(&store_path, broker.port(), messages))
         .expect("config written");
 
@@ -139,7 +138,7 @@ async fn bench(messages: u64) {
 
     let mut subscriber =
         Subscriber::start(broker.port(), &format!("{}/2/e/LongFast/#", common::ROOT)).await;
-    let log = dir.0.join("gateway.log");
+    let log = dir.join("gateway.log");
     let start = Instant::now();
     let gateway = Process::gateway(&config_path, &log);
     let pid = gateway.pid();

@@ -18,8 +18,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use archipel_e2e::mosquitto::{BrokerOptions, Mosquitto};
-use archipel_e2e::{TempDir, temp_dir};
-use common::{Process, Publisher, Tally, secs, setting};
+use common::{BenchDir, Process, Publisher, Tally, secs, setting};
 
 fn main() {
     let rate: u64 = setting("ARCHIPEL_BENCH_RATE", 1000);
@@ -36,18 +35,18 @@ fn ms(d: Duration) -> String {
 }
 
 async fn bench(rate: u64, duration: u64) {
-    let dir = TempDir(temp_dir("bench-latency"));
-    let store_path = dir.0.join("store.sqlite");
+    let dir = BenchDir::new("bench-latency");
+    let store_path = dir.join("store.sqlite");
     let broker = Mosquitto::start(BrokerOptions {
         extra: vec!["max_queued_messages 0".into(), "log_type subscribe".into()],
         ..BrokerOptions::default()
     });
-    let config_path = dir.0.join("gateway.toml");
+    let config_path = dir.join("gateway.toml");
     let total = rate * duration;
     let config = common::downlink_config(&store_path, broker.port(), total * 2, "");
     std::fs::write(&config_path, config).expect("config written");
 
-    let log = dir.0.join("gateway.log");
+    let log = dir.join("gateway.log");
     let gateway = Process::gateway(&config_path, &log);
     broker.wait_log(Duration::from_secs(30), common::is_gateway_subscription);
     // Gateway output on its own thread, so the pipe never fills while the bench publishes.

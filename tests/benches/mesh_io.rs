@@ -25,8 +25,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use archipel_e2e::mosquitto::{BrokerOptions, Mosquitto};
-use archipel_e2e::{TempDir, free_port, parse_radio_line, temp_dir};
-use common::{Io, Process, Tally, archipel_bin, setting};
+use archipel_e2e::{free_port, parse_radio_line};
+use common::{BenchDir, Io, Process, Tally, archipel_bin, setting};
 
 /// Node ids: the attached radios, then three people and a relay per mesh.
 const NORTH_RADIO: &str = "!0000a001";
@@ -163,7 +163,7 @@ fn sync_calls(summary: &str) -> (u64, u64) {
 
 fn run(name: &str, mqtt: Option<u16>, window: Duration, text_every: f64, strace: bool) -> String {
     let tag = name.replace([' ', '+'], "");
-    let dir = TempDir(temp_dir(&format!("bench-mesh-{tag}")));
+    let dir = BenchDir::new(&format!("bench-mesh-{tag}"));
     let (north_port, south_port) = (free_port(), free_port());
     let world = format!(
         "time_scale = 1.0\nseed = 5\n{}{}",
@@ -184,23 +184,23 @@ fn run(name: &str, mqtt: Option<u16>, window: Duration, text_every: f64, strace:
             text_every
         ),
     );
-    let sim_config = dir.0.join("sim.toml");
+    let sim_config = dir.join("sim.toml");
     std::fs::write(&sim_config, world).expect("sim config written");
     let mut cmd = Command::new(archipel_bin());
     cmd.arg("sim").arg("--config").arg(&sim_config);
-    let sim = Process::spawn(cmd, "archipel sim", &dir.0.join("sim.log"));
+    let sim = Process::spawn(cmd, "archipel sim", &dir.join("sim.log"));
     for _ in 0..2 {
         sim.wait_line(Duration::from_secs(30), |l| parse_radio_line(l).is_some());
     }
 
-    let store = dir.0.join("store.sqlite");
-    let config = dir.0.join("gateway.toml");
+    let store = dir.join("store.sqlite");
+    let config = dir.join("gateway.toml");
     std::fs::write(
         &config,
         gateway_config(&store, north_port, south_port, mqtt),
     )
     .expect("gateway config written");
-    let gateway = Process::gateway(&config, &dir.0.join("gateway.log"));
+    let gateway = Process::gateway(&config, &dir.join("gateway.log"));
     let pid = gateway.pid();
     let mut up = vec!["radio north up", "radio south up"];
     if mqtt.is_some() {
@@ -221,7 +221,7 @@ fn run(name: &str, mqtt: Option<u16>, window: Duration, text_every: f64, strace:
         }
     }
 
-    let strace_out = dir.0.join("strace.txt");
+    let strace_out = dir.join("strace.txt");
     let tracer = strace.then(|| {
         let mut cmd = Command::new("strace");
         cmd.args(["-f", "-c", "-e", "trace=fsync,fdatasync", "-o"])
@@ -229,7 +229,7 @@ fn run(name: &str, mqtt: Option<u16>, window: Duration, text_every: f64, strace:
         for tid in threads(pid) {
             cmd.arg("-p").arg(tid);
         }
-        Process::spawn(cmd, "strace", &dir.0.join("strace.log"))
+        Process::spawn(cmd, "strace", &dir.join("strace.log"))
     });
     // strace says nothing on standard output once attached; give it a moment to be.
     std::thread::sleep(Duration::from_millis(500));

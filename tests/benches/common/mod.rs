@@ -302,6 +302,9 @@ async fn drive(mut eventloop: EventLoop, mut on: impl FnMut(Event) + Send + 'sta
     loop {
         match eventloop.poll().await {
             Ok(event) => on(event),
+            Err(rumqttc::ConnectionError::MqttState(rumqttc::StateError::ConnectionAborted)) => {
+                return;
+            }
             Err(e) => {
                 eprintln!("bench MQTT client stopped: {e}");
                 return;
@@ -403,6 +406,12 @@ impl Publisher {
             .publish(topic, QoS::AtLeastOnce, false, payload)
             .await
             .expect("publish request");
+    }
+
+    /// Says goodbye to the broker (a client left unpolled would be cut off by its keep-alive
+    /// and say so).
+    pub async fn disconnect(&self) {
+        let _ = self.client.disconnect().await;
     }
 
     /// Waits until `n` PUBACKs came back or `limit` passed; returns how many came.
@@ -549,4 +558,39 @@ pub fn queued_sender(line: &str) -> Option<u32> {
         return None;
     }
     u32::from_str_radix(words.next()?.strip_prefix('!')?, 16).ok()
+}
+
+/// The bench's directory (config, store, logs): removed at the end unless
+/// `ARCHIPEL_BENCH_KEEP=1`, for looking at the logs after a failure.
+pub struct BenchDir(pub PathBuf);
+
+impl BenchDir {
+    /// A fresh directory under `$TMPDIR`.
+    pub fn new(tag: &str) -> BenchDir {
+        BenchDir(archipel_e2e::temp_dir(tag))
+    }
+
+    /// A path inside it.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for BenchDir {
+    fn drop(&mut self) {
+        if setting("ARCHIPEL_BENCH_KEEP", 0u8) == 1 {
+            eprintln!("kept {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// How many times a gateway log says its MQTT link went down.
+pub fn mqtt_reconnects(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("MQTT link down"))
+        .count()
 }
