@@ -255,7 +255,11 @@ fn run(name: &str, mqtt: Option<u16>, window: Duration, text_every: f64, strace:
         sync_calls(&std::fs::read_to_string(&strace_out).unwrap_or_default())
     });
     let db1 = common::store_bytes(&store);
-    let (status, _) = gateway.terminate(Duration::from_secs(30));
+    let (status, rest) = gateway.terminate(Duration::from_secs(30));
+    // Only the final summary: the window's counts are complete.
+    for (at, line) in rest.iter().filter(|(_, l)| l.contains(" summary: ")) {
+        tally.add(*at, line);
+    }
     let _ = sim.terminate(Duration::from_secs(10));
 
     let relayed = tally.relayed.max(1) as f64;
@@ -285,6 +289,9 @@ fn run(name: &str, mqtt: Option<u16>, window: Duration, text_every: f64, strace:
             (fsync + fdatasync) as f64 / relayed,
             (fsync + fdatasync) as f64 / queued
         );
+    }
+    if let Some(summary) = &tally.summary {
+        report += &format!("\nmesh io, {name}: gateway's last summary: {summary}");
     }
     if tally.not_shown > 0 {
         report += &format!(
