@@ -45,10 +45,14 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let live = setting("ARCHIPEL_BENCH_LIVE", 0u8) == 1;
-    runtime.block_on(bench(messages, inflight, live));
+    // Exit non-zero only once the bench returned: its broker and directory are gone by then.
+    if !runtime.block_on(bench(messages, inflight, live)) {
+        std::process::exit(1);
+    }
 }
 
-async fn bench(messages: u64, inflight: Option<u64>, live: bool) {
+/// Runs the bench; false when not every message was stored in time.
+async fn bench(messages: u64, inflight: Option<u64>, live: bool) -> bool {
     let dir = BenchDir::new("bench-ingest");
     let store_path = dir.join("store.sqlite");
     let mut extra = vec!["log_type subscribe".to_owned()];
@@ -187,9 +191,10 @@ async fn bench(messages: u64, inflight: Option<u64>, live: bool) {
                 .collect::<Vec<_>>()
                 .join("\n")
         );
-        std::process::exit(1);
+        return false;
     }
     drop(broker);
+    true
 }
 
 /// Publishes the downlink envelopes with QoS 1 and waits for every PUBACK from the broker.
