@@ -232,6 +232,24 @@ impl Link {
                 disconnect_sent = true;
             }
             let far = Instant::now() + Duration::from_secs(3600);
+            // Behind the owner: read nothing more from the broker until it caught up, so TCP
+            // pushes back. (A broker may overshoot its in-flight limit towards a client that
+            // acknowledges, and resends everything after a reconnect, so reconnecting to shed
+            // the load would only bring it back at once.) A poll is never cancelled, so this
+            // waits before starting the next one.
+            let high = (self.config.event_capacity / 2).max(1);
+            while self.stash.len() >= high && stopping.is_none() {
+                tokio::select! {
+                    permit = self.events.clone().reserve_owned() => self.unstash(permit),
+                    control = self.control_rx.recv() => match control {
+                        Some(Control::Ack(token)) => self.ack(token),
+                        Some(Control::Shutdown) | None => {
+                            stopping = Some(Instant::now() + SHUTDOWN_GRACE);
+                            disconnect_sent = self.disconnect_when_idle();
+                        }
+                    },
+                }
+            }
             let polled = {
                 let poll = eventloop.poll();
                 tokio::pin!(poll);
