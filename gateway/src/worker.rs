@@ -92,6 +92,11 @@ pub struct DrainWorker<S: Sink> {
     stats: Arc<Stats>,
     /// Whether the destination was unreachable at the last outcome, so "waiting" is said once.
     waiting: bool,
+    /// The last row handed to the sink, while every queued row before it is in flight or
+    /// done: the next read resumes after it instead of reading the rows in flight again (a
+    /// fast sink would otherwise reread its whole window for every outcome). Forgotten when
+    /// something may have landed before it: new rows (a more urgent class), a row to resend.
+    cursor: Option<DeliveryKey>,
 }
 
 impl<S: Sink> DrainWorker<S> {
@@ -108,6 +113,7 @@ impl<S: Sink> DrainWorker<S> {
             activity: shared.activity.clone(),
             stats: shared.stats.clone(),
             waiting: false,
+            cursor: None,
         }
     }
 
@@ -159,6 +165,7 @@ impl<S: Sink> DrainWorker<S> {
                 }
                 _ = self.wake.notified(), if !stopping => {
                     self.drain.lift_hold();
+                    self.cursor = None;
                     idle = false;
                 }
                 r = &mut ready, if !reachable && !stopping => {
@@ -178,11 +185,19 @@ impl<S: Sink> DrainWorker<S> {
         &mut self,
         in_flight: &mut FuturesUnordered<BoxFuture<'static, Outcome>>,
     ) -> bool {
-        // Rows in flight or awaiting their confirm are still listed: ask past them for `room`
-        // rows that are not.
+        // Rows in flight or awaiting their confirm are still listed: read on after the last
+        // one sent, or from the front past them for `room` rows that are not.
         let room = self.drain.room(Instant::now());
         let busy = self.drain.in_flight() + self.drain.unconfirmed();
-        let rows = match self.store.next(&self.name, now_ms(), 0, room + busy).await {
+        let read = match self.cursor {
+            Some(after) => {
+                self.store
+                    .next_after(&self.name, now_ms(), after, room)
+                    .await
+            }
+            None => self.store.next(&self.name, now_ms(), 0, room + busy).await,
+        };
+        let rows = match read {
             Ok(rows) => rows,
             Err(StoreError::Corrupt {
                 key: Some(key),
@@ -241,6 +256,7 @@ impl<S: Sink> DrainWorker<S> {
                         send.map(move |status| (key, attempts, airtime, status))
                             .boxed(),
                     );
+                    self.cursor = Some(key);
                     sent_any = true;
                 }
                 Prepared::Hold(until) => {
@@ -289,6 +305,10 @@ impl<S: Sink> DrainWorker<S> {
             DeliveryStatus::Rejected { .. } => {}
         }
         let delivered = status.is_delivered();
+        if !delivered {
+            // The row may be sent again: the next read starts from the front.
+            self.cursor = None;
+        }
         let step = self.drain.outcome(key, attempts, status, now);
         if delivered {
             // The governor counts it at once; the store records it with the confirm.

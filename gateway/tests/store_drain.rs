@@ -59,6 +59,45 @@ async fn next_gives_the_most_urgent_class_first_then_the_oldest() {
 }
 
 #[tokio::test]
+async fn next_after_resumes_in_drain_order_after_a_key() {
+    let dir = TempDir::new("after");
+    let store = open(&dir, 100).await;
+    for (id, class) in [
+        (1, Class::Telemetry),
+        (2, Class::Direct),
+        (3, Class::Channel),
+        (4, Class::Direct),
+    ] {
+        store
+            .accept(&[msg_to(9, id, class, &["radio"])], T0 + Millis::from(id))
+            .await
+            .unwrap();
+    }
+    let first = store.next("radio", T0 + 10, 0, 2).await.unwrap();
+    assert_eq!(ids(&first), vec![2, 4]);
+    let rest = store
+        .next_after("radio", T0 + 10, first[1].key, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&rest), vec![3, 1], "the channel text, then telemetry");
+    let none = store
+        .next_after("radio", T0 + 10, rest[1].key, 10)
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    // A key of another destination reads from the front.
+    store
+        .accept(&[msg_to(9, 5, Class::Channel, &["mqtt"])], T0 + 5)
+        .await
+        .unwrap();
+    let other = store
+        .next_after("mqtt", T0 + 10, first[0].key, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&other), vec![5]);
+}
+
+#[tokio::test]
 async fn confirm_deletes_the_deliveries_in_one_commit() {
     let dir = TempDir::new("confirm");
     let store = open(&dir, 100).await;

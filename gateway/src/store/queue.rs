@@ -53,6 +53,36 @@ impl Store {
         Ok(deliveries)
     }
 
+    /// Like [`Store::next`], but only rows after `after` in drain order: a worker that sent
+    /// everything up to `after` reads on from there instead of past its rows in flight again.
+    pub async fn next_after(
+        &self,
+        destination: &str,
+        now: Millis,
+        after: DeliveryKey,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        const WHAT: &str = "next";
+        if self.endpoint_id(destination) != Some(after.destination) {
+            return self.next(destination, now, 0, limit).await;
+        }
+        let rows = sqlx::query(super::rows::NEXT_AFTER)
+            .bind(after.destination)
+            .bind(now)
+            .bind(after.priority)
+            .bind(after.message)
+            .bind(after.leg)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.shared.readers)
+            .await
+            .map_err(|e| self.query_error(WHAT, e))?;
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            deliveries.push(self.delivery(row, destination).await?);
+        }
+        Ok(deliveries)
+    }
+
     /// Deletes delivered deliveries (and the messages left with none), and records the airtime
     /// of those that have one, all in one transaction. Keys no longer queued (expired,
     /// evicted, confirmed twice) are ignored, but their airtime is recorded all the same: it

@@ -66,6 +66,17 @@ pub(crate) const NEXT: &str = "SELECT d.destination, d.priority, d.message, d.le
      ORDER BY d.priority, d.message, d.leg \
      LIMIT ?4 OFFSET ?3";
 
+/// [`NEXT`], resuming after a key: the rows that follow `(priority, message, leg)` in drain
+/// order, read straight from the primary key.
+pub(crate) const NEXT_AFTER: &str = "SELECT d.destination, d.priority, d.message, d.leg, \
+         COALESCE(d.to_channel, m.channel), d.hops, d.attempts, m.id, m.from_node, m.packet_id, \
+         m.source, m.channel, m.packet, m.enqueued_at, m.expires_at \
+     FROM delivery d LEFT JOIN message m ON m.id = d.message \
+     WHERE d.destination = ?1 AND (d.priority, d.message, d.leg) > (?3, ?4, ?5) \
+         AND (m.id IS NULL OR m.expires_at > ?2) \
+     ORDER BY d.priority, d.message, d.leg \
+     LIMIT ?6";
+
 impl Store {
     /// Decodes a row of [`NEXT`] for `destination`.
     pub(crate) async fn delivery(
