@@ -180,7 +180,7 @@ impl<S: Sink> DrainWorker<S> {
     }
 
     /// Sends what the window and the sink allow. Returns false when the queue had nothing to
-    /// send (idle until rung).
+    /// send or set aside (idle until rung).
     async fn fill(
         &mut self,
         in_flight: &mut FuturesUnordered<BoxFuture<'static, Outcome>>,
@@ -217,7 +217,8 @@ impl<S: Sink> DrainWorker<S> {
                 return true;
             }
         };
-        let mut sent_any = false;
+        // Sent or set aside: either way the queue moved, and more may be behind these rows.
+        let mut progressed = false;
         for row in rows {
             if self.drain.room(Instant::now()) == 0 {
                 break;
@@ -229,6 +230,7 @@ impl<S: Sink> DrainWorker<S> {
                 Ok(r) => r,
                 Err(e) => {
                     self.set_aside(&row, &e.to_string()).await;
+                    progressed = true;
                     continue;
                 }
             };
@@ -257,16 +259,19 @@ impl<S: Sink> DrainWorker<S> {
                             .boxed(),
                     );
                     self.cursor = Some(key);
-                    sent_any = true;
+                    progressed = true;
                 }
                 Prepared::Hold(until) => {
                     self.drain.hold_until(until);
                     return true;
                 }
-                Prepared::Refuse(reason) => self.set_aside(&row, &reason).await,
+                Prepared::Refuse(reason) => {
+                    self.set_aside(&row, &reason).await;
+                    progressed = true;
+                }
             }
         }
-        sent_any || self.drain.in_flight() > 0
+        progressed || self.drain.in_flight() > 0
     }
 
     async fn outcome(
