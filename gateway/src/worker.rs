@@ -149,7 +149,14 @@ impl<S: Sink> DrainWorker<S> {
                 }
                 None => false,
             };
-            if reachable && !stopping && !idle && self.drain.room(Instant::now()) > 0 {
+            // Refill a wide window a quarter at a time, not after every single outcome: each
+            // read is a round trip to the store's connection thread.
+            let refill_at = if in_flight.is_empty() {
+                1
+            } else {
+                (self.drain.policy().window / 4).max(1)
+            };
+            if reachable && !stopping && !idle && self.drain.room(Instant::now()) >= refill_at {
                 idle = !self.fill(&mut in_flight).await;
             }
             let now = Instant::now();
