@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Rate and burst of one sender's bucket.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -78,19 +78,12 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
             self.buckets.remove(&idlest);
         }
     }
-
-    /// How long a sender with an empty bucket waits for its next message.
-    pub fn interval(&self) -> Duration {
-        if self.rate.per_minute <= 0.0 {
-            return Duration::MAX;
-        }
-        Duration::from_secs_f64(60.0 / self.rate.per_minute)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const RATE: Rate = Rate {
         per_minute: 30.0,
@@ -110,7 +103,6 @@ mod tests {
             r.allow(&1u32, t + Duration::from_secs(3)),
             "refilled at 0.5/s"
         );
-        assert_eq!(r.interval(), Duration::from_secs(2));
     }
 
     #[test]

@@ -187,11 +187,6 @@ impl Router {
         }
     }
 
-    /// The key of a channel, by name.
-    pub fn key(&self, channel: &str) -> Option<&ChannelKey> {
-        self.keys.get(channel)
-    }
-
     /// Reads a packet heard encrypted (a radio's uplink, an MQTT envelope) with the key of
     /// the named channel.
     pub fn decrypt(&self, channel: &str, packet: &Packet) -> Option<Packet> {

@@ -140,11 +140,6 @@ impl Stats {
         self.endpoints.get(name)
     }
 
-    /// Every endpoint's counters, by name.
-    pub fn endpoints(&self) -> impl Iterator<Item = (&str, &EndpointStats)> {
-        self.endpoints.iter().map(|(k, v)| (k.as_str(), v))
-    }
-
     /// A delivery confirmed by `destination`, costing `airtime` on air.
     pub fn relayed(&self, destination: &str, airtime: Option<Duration>) {
         Self::add(&self.relayed, 1);

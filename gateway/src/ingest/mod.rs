@@ -25,7 +25,7 @@ use tracing::warn;
 
 use crate::activity::Activity;
 use crate::failpoint::{self, CrashPoint};
-use crate::router::{Decision, Heard, Ignored, Router};
+use crate::router::{Decision, Heard, Router};
 use crate::stats::Stats;
 use crate::store::{Accepted, Inbound, Millis, StoreError, Writer};
 
@@ -134,11 +134,6 @@ impl<A: Send + 'static> Pipeline<A> {
         self.queue.len() < MAX_PENDING
     }
 
-    /// Items waiting.
-    pub fn len(&self) -> usize {
-        self.queue.len()
-    }
-
     /// True when nothing waits.
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
@@ -180,15 +175,15 @@ impl Ingest {
     }
 
     /// Routes one heard packet and, when it is to be queued, hands it to the writer as the
-    /// next item of `pipeline`, carrying `ack`. Returns why it was not, when it was not (the
-    /// ack then finishes in its turn all the same).
+    /// next item of `pipeline`, carrying `ack` (what is not to be queued finishes in its turn
+    /// all the same, so acknowledgements keep the order of arrival).
     pub fn heard<A: Send + 'static>(
         &self,
         heard: Heard<'_>,
         now: Millis,
         pipeline: &mut Pipeline<A>,
         ack: A,
-    ) -> Option<Ignored> {
+    ) {
         let decision = self.router.route(heard, now);
         self.queue(decision, now, pipeline, ack)
     }
@@ -201,13 +196,10 @@ impl Ingest {
         now: Millis,
         pipeline: &mut Pipeline<A>,
         ack: A,
-    ) -> Option<Ignored> {
-        let inbound = match decision {
-            Decision::Relay(inbound) => inbound,
-            Decision::Ignore(why) => {
-                pipeline.skip(ack);
-                return Some(why);
-            }
+    ) {
+        let Decision::Relay(inbound) = decision else {
+            pipeline.skip(ack);
+            return;
         };
         let submitted = Submitted {
             from: inbound.from,
@@ -231,7 +223,6 @@ impl Ingest {
             }
             .boxed(),
         );
-        None
     }
 
     /// Hands an item to the group-commit writer at once, so items enter its queue in the

@@ -187,7 +187,7 @@ impl MqttIngest {
             packet: &packet,
             local: None,
         };
-        let _ = self.ingest.heard(heard, now_ms(), pipeline, ack);
+        self.ingest.heard(heard, now_ms(), pipeline, ack);
     }
 
     /// A tool's `sendtext`: the named radio of ours sends the text as itself, on its channel
@@ -225,7 +225,7 @@ impl MqttIngest {
             self.ingest
                 .router
                 .originate(&self.name, &radio.endpoint, &channel, &packet, now_ms());
-        let _ = self.ingest.queue(decision, now_ms(), pipeline, ack);
+        self.ingest.queue(decision, now_ms(), pipeline, ack);
     }
 
     /// Drops a message for `why`: counted, announced, logged once in a while, and acknowledged

@@ -241,7 +241,7 @@ impl RadioIngest {
             packet: &packet,
             local: Some(local),
         };
-        let _ = self.ingest.heard(heard, now_ms(), pipeline, ());
+        self.ingest.heard(heard, now_ms(), pipeline, ());
     }
 }
 
