@@ -9,6 +9,7 @@
 //! - [`packet`]: a mesh packet that keeps its original bytes and exposes decoded fields;
 //! - [`node`]: node and packet identifiers;
 //! - [`channel`]: channel keys, PSK expansion, the 8-bit channel hash and AES-CTR;
+//! - [`pki`]: PKI direct messages: x25519 key pairs, the shared key and AES-CCM;
 //! - [`dedup`]: the bounded, expiring (from, id) seen-set;
 //! - [`airtime`]: modem presets and LoRa time-on-air;
 //! - [`class`]: priority classes, the order in which a backlog drains;
@@ -34,6 +35,7 @@ pub mod mqtt_json;
 pub mod node;
 pub mod pacing;
 pub mod packet;
+pub mod pki;
 pub mod routing;
 pub mod wire;
 
@@ -54,3 +56,4 @@ pub use governor::{Governor, GovernorConfig, Verdict};
 pub use node::{NodeId, PacketId};
 pub use pacing::PacingClass;
 pub use packet::{Packet, Payload};
+pub use pki::{PkiError, PrivateKey, PublicKey};

@@ -15,6 +15,7 @@ use prost::Message;
 
 use crate::channel::{ChannelKey, channel_hash};
 use crate::node::{NodeId, PacketId};
+use crate::pki::{PkiError, PrivateKey, PublicKey};
 use crate::proto;
 use crate::wire::{self, WireError};
 
@@ -30,6 +31,8 @@ pub const HOP_MAX: u8 = 7;
 pub const MAX_DATA_PAYLOAD: usize = 233;
 /// Bytes of LoRa header in front of every payload on the air.
 pub const ON_AIR_HEADER: usize = 16;
+/// Largest LoRa frame (`MAX_LORA_PAYLOAD_LEN`): the header plus the encrypted `Data`.
+pub const MAX_LORA_FRAME: usize = 255;
 
 /// A packet's payload, as bytes that round-trip exactly.
 #[derive(Clone, PartialEq)]
@@ -328,6 +331,81 @@ impl Packet {
             unknown: self.unknown.clone(),
             original: None,
         }
+    }
+}
+
+impl Packet {
+    /// Whether this is a PKI direct message: decoded from one (`pki_encrypted`), or still
+    /// encrypted with no channel hash (`channel == 0`) and one destination, which is how the
+    /// firmware tells one on the air (`RoutingModule`'s `maybePKI`, `Router::handleReceived`).
+    /// A channel whose hash happens to be 0 looks the same; the firmware shares that blind spot.
+    pub fn is_pki(&self) -> bool {
+        self.meta.pki_encrypted
+            || (matches!(self.payload, Payload::Encrypted(_))
+                && self.meta.channel == 0
+                && !self.to().is_broadcast())
+    }
+
+    /// The PKI form of a decoded packet (`perhapsEncode`): its `Data` bytes encrypted for `to`
+    /// with the sender's `from_key`, `channel = 0`, `pki_encrypted = true`. `public_key` is
+    /// left as it was: the firmware sets none when it encrypts (a client may have put the
+    /// destination's key there to ask for PKI), and receivers fill in the sender's.
+    pub fn encrypt_pki(
+        &self,
+        from_key: &PrivateKey,
+        to: &PublicKey,
+        extra_nonce: u32,
+    ) -> Result<Packet, PkiError> {
+        let Payload::Decoded { raw, .. } = &self.payload else {
+            return Err(PkiError::NotDecoded {
+                from: self.from(),
+                id: self.id(),
+            });
+        };
+        let cipher = from_key
+            .shared_key(to)?
+            .encrypt(self.from(), self.id(), extra_nonce, raw)?;
+        let mut meta = self.meta.clone();
+        meta.channel = 0;
+        meta.pki_encrypted = true;
+        Ok(Packet {
+            meta,
+            payload: Payload::Encrypted(cipher.into()),
+            unknown: self.unknown.clone(),
+            original: None,
+        })
+    }
+
+    /// Reads a PKI payload addressed to the holder of `my_key`, sent by the holder of
+    /// `their_key` (`perhapsDecode`): the `Data` bytes kept exactly, `channel = 0` (the index
+    /// the firmware gives PKI packets), `pki_encrypted = true` and `public_key` = the sender's.
+    pub fn decrypt_pki(
+        &self,
+        my_key: &PrivateKey,
+        their_key: &PublicKey,
+    ) -> Result<Packet, PkiError> {
+        let (from, id) = (self.from(), self.id());
+        let Payload::Encrypted(cipher) = &self.payload else {
+            return Err(PkiError::NotEncrypted { from, id });
+        };
+        let plain = my_key.shared_key(their_key)?.decrypt(from, id, cipher)?;
+        let data = proto::Data::decode(&plain[..])
+            .ok()
+            .filter(|d| d.portnum != proto::PortNum::UnknownApp as i32)
+            .ok_or(PkiError::NotData { from, id })?;
+        let mut meta = self.meta.clone();
+        meta.channel = 0;
+        meta.pki_encrypted = true;
+        meta.public_key = their_key.as_bytes().to_vec();
+        Ok(Packet {
+            meta,
+            payload: Payload::Decoded {
+                raw: plain.into(),
+                data,
+            },
+            unknown: self.unknown.clone(),
+            original: None,
+        })
     }
 }
 
