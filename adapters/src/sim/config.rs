@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use mesh_core::proto::config::device_config::Role as ProtoRole;
 use mesh_core::proto::config::lo_ra_config::RegionCode;
-use mesh_core::{ModemPreset, NodeId, Psk, Root, TopicError, proto};
+use mesh_core::{ModemPreset, NodeId, PrivateKey, Psk, Root, TopicError, proto};
 use serde::Deserialize;
 
 /// The most channels a Meshtastic device holds (`MAX_NUM_CHANNELS`).
@@ -112,19 +112,35 @@ pub struct NodeConfig {
     /// Present when this node generates traffic by itself.
     #[serde(default)]
     pub traffic: Option<TrafficConfig>,
+    /// Whether the node runs firmware with PKI (2.5 and later, the default): an x25519 key
+    /// pair derived from the world's seed and the node number, its public key in NodeInfo,
+    /// and direct messages encrypted with the destination's key. `false` is firmware
+    /// without PKI (older firmware, or a build with `MESHTASTIC_EXCLUDE_PKI`): no key, no
+    /// public key in NodeInfo, channel-key direct messages only.
+    #[serde(default = "yes")]
+    pub pki: bool,
 }
 
 impl NodeConfig {
-    /// The `User` record this node announces (NodeInfo) and attached devices report.
-    pub fn user(&self) -> proto::User {
+    /// The `User` record this node announces (NodeInfo) and attached devices report, in a
+    /// world seeded with `seed` (which decides its public key).
+    pub fn user(&self, seed: u64) -> proto::User {
         proto::User {
             id: self.id.to_string(),
             long_name: self.long_name.clone(),
             short_name: self.short_name.clone(),
             hw_model: hardware_model(self.id, self.attached.is_some()) as i32,
             role: self.role.to_proto() as i32,
+            public_key: self
+                .private_key(seed)
+                .map_or_else(Vec::new, |k| k.public_key().as_bytes().to_vec()),
             ..Default::default()
         }
+    }
+
+    /// The node's private key in a world seeded with `seed`; `None` without PKI.
+    pub fn private_key(&self, seed: u64) -> Option<PrivateKey> {
+        self.pki.then(|| super::keys::node_key(seed, self.id))
     }
 }
 
@@ -627,6 +643,26 @@ mod tests {
         assert_eq!(two.traffic.as_ref().unwrap().to, NodeId::BROADCAST);
         assert_eq!(c.meshes[0].nodes[0].role, NodeRole::Client);
         assert!(c.meshes[0].nodes[0].attached.unwrap().pty);
+        assert!(two.pki, "firmware with PKI unless told otherwise");
+    }
+
+    #[test]
+    fn a_node_with_pki_announces_its_seeded_public_key_and_one_without_announces_none() {
+        let mut c = small();
+        let one = &c.meshes[0].nodes[0];
+        let key = one.private_key(c.seed).unwrap().public_key();
+        assert_eq!(one.user(c.seed).public_key, key.as_bytes().to_vec());
+        assert_ne!(one.user(c.seed + 1).public_key, key.as_bytes().to_vec());
+        let old = SimConfig::from_toml_str(&SMALL.replace(
+            "role = \"router\"",
+            "role = \"router\"\n        pki = false",
+        ))
+        .unwrap();
+        let two = &old.meshes[0].nodes[1];
+        assert!(!two.pki && two.private_key(old.seed).is_none());
+        assert!(two.user(old.seed).public_key.is_empty());
+        c.meshes[0].nodes[0].pki = false;
+        assert!(c.meshes[0].nodes[0].user(c.seed).public_key.is_empty());
     }
 
     #[test]

@@ -22,8 +22,14 @@
 //! `free = 0`, so one also goes out once after boot). A heartbeat's answer is not such a status.
 //!
 //! The MQTT client proxy speaks [`mesh_core::envelope`] on the mesh's topic root (by default
-//! `msh/<REGION>`, as the firmware sets it with the region), and pacing follows
+//! `msh/<REGION>`, as the firmware sets it with the region), PKI direct messages on the `PKI`
+//! pseudo-channel (the `mqtt` module says which it takes and publishes), and pacing follows
 //! [`mesh_core::pacing`] with one window per port, as `PhoneAPI::handleToRadioPacket` keeps it.
+//!
+//! The RF world reads what the radio hears (channel keys, or PKI for a direct message to it)
+//! and hands the device both forms; the device keeps the phone-side node database, public keys
+//! included, and refuses a client's direct message the firmware would not send
+//! (`PKI_SEND_FAIL_PUBLIC_KEY` when the destination's key is unknown).
 
 mod client;
 mod handshake;
@@ -32,7 +38,7 @@ mod mqtt;
 mod tests;
 pub mod to_phone;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use mesh_core::proto;
@@ -41,14 +47,16 @@ use mesh_core::proto::from_radio::PayloadVariant as Out;
 use mesh_core::proto::mesh_packet::Priority;
 use mesh_core::proto::routing::Error as RoutingError;
 use mesh_core::proto::to_radio::PayloadVariant as In;
-use mesh_core::{ModemPreset, NodeId, Packet, PacketId, Root};
+use mesh_core::{ModemPreset, NodeId, Packet, PacketId, PrivateKey, PublicKey, Root};
 use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+pub use self::mqtt::DownlinkDrops;
 use self::to_phone::{ToPhone, ToPhoneDrops};
 use super::channels::ChannelTable;
 use super::config::{NodeRole, SimConfig, parse_region};
+use super::keys::{UserUpdate, user_update};
 use super::world::{DEFAULT_HOP_LIMIT, TX_QUEUE_LEN};
 
 /// The firmware version attached radios report.
@@ -77,8 +85,11 @@ const POSITION_FLAGS: u32 = 811;
 pub struct DeviceProfile {
     /// Its node number.
     pub node: NodeId,
-    /// Its names and hardware, as announced.
+    /// Its names, hardware and public key, as announced.
     pub user: proto::User,
+    /// Its private key (`None` without PKI), which the firmware reports in its security
+    /// config; the RF world holds the same key for the crypto.
+    pub private_key: Option<PrivateKey>,
     /// Its role.
     pub role: NodeRole,
     /// The mesh's modem preset.
@@ -87,7 +98,8 @@ pub struct DeviceProfile {
     pub region: RegionCode,
     /// The mesh's channels.
     pub channels: ChannelTable,
-    /// The other nodes of its mesh, known from the start (as after a long uptime).
+    /// The other nodes of its mesh, known from the start (as after a long uptime), with
+    /// their public keys.
     pub peers: Vec<proto::User>,
     /// Seeds its packet ids.
     pub seed: u64,
@@ -111,7 +123,8 @@ impl DeviceProfile {
         let (mesh, me) = config.find_node(node)?;
         Some(DeviceProfile {
             node,
-            user: me.user(),
+            user: me.user(config.seed),
+            private_key: me.private_key(config.seed),
             role: me.role,
             preset: mesh.preset,
             region: parse_region(&mesh.region).unwrap_or(RegionCode::Us),
@@ -120,7 +133,7 @@ impl DeviceProfile {
                 .nodes
                 .iter()
                 .filter(|n| n.id != node)
-                .map(|n| n.user())
+                .map(|n| n.user(config.seed))
                 .collect(),
             seed: config.seed ^ u64::from(node.get()).rotate_left(17) ^ salt,
             epoch_unix,
@@ -170,6 +183,11 @@ pub struct Device {
     profile: DeviceProfile,
     /// Its node database (other nodes only), ordered by number so handshakes are stable.
     nodes: BTreeMap<NodeId, proto::NodeInfo>,
+    /// The nodes whose `User` it has from a NodeInfo (the firmware's `has_user`; the others
+    /// carry default names): a PKI downlink between two others needs both announced.
+    announced: BTreeSet<NodeId>,
+    /// What the MQTT client proxy refused, by reason.
+    downlink_drops: DownlinkDrops,
     /// Whether a client is configured.
     session: Session,
     /// Ids of the last client packets, to drop repeats (`wasSeenRecently`).
@@ -196,7 +214,7 @@ pub struct Device {
 impl Device {
     /// A freshly booted device, idle.
     pub fn new(profile: DeviceProfile) -> Device {
-        let nodes = profile
+        let nodes: BTreeMap<NodeId, proto::NodeInfo> = profile
             .peers
             .iter()
             .filter_map(|user| {
@@ -211,10 +229,13 @@ impl Device {
                 ))
             })
             .collect();
+        let announced = nodes.keys().copied().collect();
         Device {
             rng: StdRng::seed_from_u64(profile.seed),
             profile,
             nodes,
+            announced,
+            downlink_drops: DownlinkDrops::default(),
             session: Session::Idle,
             recent_ids: VecDeque::new(),
             last_sent: HashMap::new(),
@@ -300,25 +321,35 @@ impl Device {
         }
     }
 
-    /// A packet heard on the mesh (as on the air, with rx metadata). Delivered decoded when
-    /// a channel key fits and it is for this node or everyone; used to update the node
+    /// A packet heard on the mesh: `packet` as on the air (with rx metadata), `decoded` as
+    /// the radio read it (the world decodes: channel keys, or PKI for a direct message to this
+    /// node). Delivered decoded when it is for this node or everyone; it updates the node
     /// database either way.
     ///
-    /// With the MQTT client proxy on, every packet it could decode that is neither its own nor
-    /// already from MQTT is also published through the client, as MQTT uplink is
-    /// (`Router::handleReceived` → `MQTT::onSend`), whoever it is addressed to.
-    pub fn on_mesh_packet(&mut self, packet: &Packet, now: Duration) -> Vec<proto::FromRadio> {
-        let Some((index, decoded)) = self.profile.channels.decrypt(packet) else {
-            return Vec::new();
-        };
-        self.learn(&decoded, index);
+    /// With the MQTT client proxy on, what is neither its own nor already from MQTT is also
+    /// published through the client, as MQTT uplink is (`Router::handleReceived` →
+    /// `MQTT::onSend`): whatever it could read, whoever it is addressed to (a PKI one on the
+    /// `PKI` topic), and PKI messages between others, which it cannot read, still encrypted.
+    pub fn on_mesh_packet(
+        &mut self,
+        packet: &Packet,
+        decoded: Option<&Packet>,
+        now: Duration,
+    ) -> Vec<proto::FromRadio> {
         let mut out = Vec::new();
-        if self.profile.mqtt_proxy
+        let uplink = self.profile.mqtt_proxy
             && packet.from() != self.profile.node
-            && !packet.meta().via_mqtt
-            && let Some(uplink) = self.uplink(packet, index)
-        {
-            out.extend(self.send_or_keep(uplink));
+            && !packet.meta().via_mqtt;
+        let Some(decoded) = decoded else {
+            if uplink && let Some(msg) = self.uplink_unreadable(packet) {
+                out.extend(self.send_or_keep(msg));
+            }
+            return out;
+        };
+        let index = decoded.channel().min(u32::from(u8::MAX)) as u8;
+        self.learn(decoded, index);
+        if uplink && let Some(msg) = self.uplink(packet, decoded) {
+            out.extend(self.send_or_keep(msg));
         }
         let to = decoded.to();
         if to != self.profile.node && !to.is_broadcast() {
@@ -421,6 +452,11 @@ impl Device {
         self.to_phone.dropped()
     }
 
+    /// What the MQTT client proxy refused since the device started.
+    pub fn downlink_drops(&self) -> DownlinkDrops {
+        self.downlink_drops
+    }
+
     /// `MeshService::loop`: once the transmit queue has room again after the last queue status
     /// for the client said it was full, a status of its own says so (queued like any other).
     /// Call it whenever the world may have moved the queue.
@@ -511,9 +547,28 @@ impl Device {
         };
         match proto::PortNum::try_from(data.portnum) {
             Ok(proto::PortNum::NodeinfoApp) => {
-                if let Ok(mut user) = proto::User::decode(&data.payload[..]) {
-                    user.id = from.to_string();
-                    entry.user = Some(user);
+                let Ok(mut user) = proto::User::decode(&data.payload[..]) else {
+                    return;
+                };
+                let stored = entry
+                    .user
+                    .as_ref()
+                    .filter(|_| self.announced.contains(&from))
+                    .and_then(|u| PublicKey::from_user_field(&u.public_key).ok().flatten());
+                let own = self
+                    .profile
+                    .private_key
+                    .as_ref()
+                    .map(PrivateKey::public_key);
+                match user_update(stored.as_ref(), &user, own.as_ref()) {
+                    UserUpdate::Take(_) => {
+                        user.id = from.to_string();
+                        entry.user = Some(user);
+                        self.announced.insert(from);
+                    }
+                    verdict => {
+                        tracing::debug!(node = %self.profile.node, %from, ?verdict, "NodeInfo dropped");
+                    }
                 }
             }
             Ok(proto::PortNum::PositionApp) => {

@@ -4,6 +4,7 @@
 //! Layout, from the pure core out to the sockets:
 //! - [`config`]: the world's TOML shape and its validation;
 //! - [`channels`]: a mesh's channel table (encrypt to the hash, decrypt back to the index);
+//! - [`keys`]: the nodes' PKI key pairs and the node-database rules for public keys;
 //! - [`world`]: the RF world itself, pure: airtime, loss, flooding, ACKs, traffic;
 //! - [`device`]: one attached radio's PhoneAPI, pure: handshake, queue status, pacing;
 //! - [`server`]: the tokio edge: the virtual clock, TCP listeners, pseudo-terminals;
@@ -12,11 +13,13 @@
 pub mod channels;
 pub mod config;
 pub mod device;
+pub mod keys;
 mod pty;
 pub mod server;
 pub mod world;
 
 pub use config::{NodeRole, SimConfig, SimConfigError};
+pub use device::DownlinkDrops;
 pub use device::to_phone::ToPhoneDrops;
 pub use pty::PtyError;
 pub use server::{AttachedRadio, SimError, SimEvent, Simulator};

@@ -35,7 +35,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::config::{SimConfig, SimConfigError};
 use super::device::to_phone::ToPhoneDrops;
-use super::device::{self, Device, DeviceProfile, RadioStatus};
+use super::device::{self, Device, DeviceProfile, DownlinkDrops, RadioStatus};
 use super::pty::{Pty, PtyError};
 use super::world::{World, WorldError, WorldEvent};
 use crate::codec::{StreamCodec, StreamItem};
@@ -342,6 +342,23 @@ impl Simulator {
             drops += link.device.to_phone_drops();
         }
         drops
+    }
+
+    /// What the radio's MQTT client proxy refused, by reason, its TCP and serial devices
+    /// together (zero for a node that is not attached).
+    pub fn downlink_drops(&self, node: NodeId) -> DownlinkDrops {
+        let core = lock(&self.core);
+        let mut drops = DownlinkDrops::default();
+        for link in core.links.iter().filter(|l| l.node == node) {
+            drops += link.device.downlink_drops();
+        }
+        drops
+    }
+
+    /// The public key node `node` knows for `peer` in the RF world (learned from NodeInfo or
+    /// known from the start), if any.
+    pub fn known_key(&self, node: NodeId, peer: NodeId) -> Option<mesh_core::PublicKey> {
+        lock(&self.core).world.known_key(node, peer)
     }
 
     /// Percent of the last minute of sim time the mesh's channel was busy (0 for an unknown

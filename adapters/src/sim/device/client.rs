@@ -1,17 +1,20 @@
 //! A packet the client hands its radio (`ToRadio.packet`), handled as
 //! `PhoneAPI::handleToRadioPacket` and `MeshService::handleToRadio` do: repeats dropped, the
-//! phone API's pacing, the fix-ups the firmware applies, and the queue status that answers it.
+//! phone API's pacing, the fix-ups the firmware applies, the PKI refusals of `perhapsEncode`,
+//! and the queue status that answers it.
 
 use std::time::Duration;
 
+use mesh_core::pki::PKI_OVERHEAD;
 use mesh_core::proto::from_radio::PayloadVariant as Out;
 use mesh_core::proto::mesh_packet::Priority;
 use mesh_core::proto::routing::Error as RoutingError;
-use mesh_core::{PacingClass, Packet, PacketId, proto};
+use mesh_core::{NodeId, PacingClass, Packet, PacketId, PublicKey, proto};
 use prost::Message;
 
 use super::{Device, DeviceOutput, QUEUE_FULL, RECENT_IDS, RadioStatus, SENT_MEMORY, from_radio};
 use crate::sim::config::MAX_CHANNELS;
+use crate::sim::keys::{pki_exempt_channel, pki_port};
 use crate::sim::world::{DEFAULT_HOP_LIMIT, MAX_LORA_FRAME};
 
 impl Device {
@@ -77,6 +80,26 @@ impl Device {
         }
         if data.encoded_len() + mesh_core::packet::ON_AIR_HEADER > MAX_LORA_FRAME {
             out.to_client = refuse(self, RoutingError::TooLarge, channel);
+            return out;
+        }
+        if let Some(error) = self.pki_refusal(&packet, &data, channel) {
+            // `Router::send` gives up before the radio queue: the queue status carries the
+            // routing error as its result, then a NAK follows on channel 0.
+            tracing::debug!(%id, to = %NodeId::new(packet.to), error = error.as_str_name(), "client packet refused");
+            if error == RoutingError::TooLarge {
+                out.to_client = refuse(self, error, channel);
+                return out;
+            }
+            if class.is_some() {
+                self.last_sent.insert(port, now);
+            }
+            out.to_client.extend(self.queue_status_for_phone(
+                error as i32,
+                status.tx_queue_free,
+                id.get(),
+            ));
+            let nak = self.routing_packet(id, 0, error, now);
+            out.to_client.extend(self.deliver(nak));
             return out;
         }
         if status.tx_queue_free == 0 {
@@ -149,6 +172,50 @@ impl Device {
             out.extend(self.deliver(nak));
         }
         out
+    }
+
+    /// What `perhapsEncode` would refuse about a client packet on channel index `channel`,
+    /// judged on this radio's node database (the RF world, which encrypts, holds the same
+    /// keys): a direct message that must go with PKI to a node whose key is unknown, or PKI
+    /// asked for where it cannot be done.
+    fn pki_refusal(
+        &self,
+        packet: &proto::MeshPacket,
+        data: &proto::Data,
+        channel: u8,
+    ) -> Option<RoutingError> {
+        let to = NodeId::new(packet.to);
+        let requested = packet.pki_encrypted;
+        let exempt = self
+            .profile
+            .channels
+            .get(usize::from(channel))
+            .is_some_and(|c| pki_exempt_channel(&c.name));
+        let pki = self.profile.private_key.is_some()
+            && !to.is_broadcast()
+            // Delivered locally, never encrypted.
+            && to != self.profile.node
+            && pki_port(data.portnum)
+            && (requested || !exempt);
+        if !pki {
+            return requested.then_some(RoutingError::PkiFailed);
+        }
+        if data.encoded_len() + mesh_core::packet::ON_AIR_HEADER + PKI_OVERHEAD > MAX_LORA_FRAME {
+            return Some(RoutingError::TooLarge);
+        }
+        let known = self
+            .nodes
+            .get(&to)
+            .and_then(|n| n.user.as_ref())
+            .and_then(|u| PublicKey::from_user_field(&u.public_key).ok().flatten());
+        let Some(known) = known else {
+            return Some(RoutingError::PkiSendFailPublicKey);
+        };
+        let asked = &packet.public_key;
+        if requested && asked.iter().any(|&b| b != 0) && asked[..] != known.as_bytes()[..] {
+            return Some(RoutingError::PkiFailed);
+        }
+        None
     }
 
     fn id_or_new(&mut self, id: u32) -> PacketId {

@@ -97,7 +97,7 @@ impl Device {
             position_flags: POSITION_FLAGS,
             hw_model: self.profile.user.hw_model,
             has_remote_hardware: false,
-            has_pkc: false,
+            has_pkc: self.profile.private_key.is_some(),
             excluded_modules: 0,
         }
     }
@@ -182,7 +182,14 @@ impl Device {
                 mode: config::bluetooth_config::PairingMode::RandomPin as i32,
                 fixed_pin: 0,
             }),
+            // The firmware reports its whole security config, private key included
+            // (`PhoneAPI::getFromRadio`); a node without PKI has neither key.
             C::Security(config::SecurityConfig {
+                public_key: p.user.public_key.clone(),
+                private_key: p
+                    .private_key
+                    .as_ref()
+                    .map_or_else(Vec::new, |k| k.to_bytes().to_vec()),
                 serial_enabled: true,
                 ..Default::default()
             }),

@@ -83,6 +83,12 @@ fn heard_text(id: u32, body: &str) -> Packet {
     p
 }
 
+/// The device hears `on_air`, read with its mesh's channel keys as the RF world reads it.
+fn hear(d: &mut Device, on_air: &Packet, now: Duration) -> Vec<proto::FromRadio> {
+    let decoded = d.profile.channels.decrypt(on_air).map(|(_, p)| p);
+    d.on_mesh_packet(on_air, decoded.as_ref(), now)
+}
+
 fn live(d: &mut Device) {
     d.handle_to_radio(want_config(1), Duration::ZERO, status(16));
 }
@@ -233,7 +239,7 @@ fn nothing_is_sent_before_want_config_but_a_heartbeats_queue_status() {
     let mut d = device();
     let heard = heard_text(77, "early");
     let on_air = d.profile.channels.encrypt(&heard, 0).unwrap();
-    assert!(d.on_mesh_packet(&on_air, Duration::ZERO).is_empty());
+    assert!(hear(&mut d, &on_air, Duration::ZERO).is_empty());
     assert!(
         d.handle_timeout(Duration::from_secs(3600), status(16))
             .is_empty()
@@ -426,7 +432,7 @@ fn mesh_packets_are_delivered_decoded_on_the_local_channel_index() {
     let m = heard.meta_mut();
     (m.hop_limit, m.hop_start, m.rx_snr, m.rx_rssi, m.rx_time) = (2, 3, 4.5, -100, 1_700_000_100);
     let on_air = d.profile.channels.encrypt(&heard, 1).unwrap();
-    let out = d.on_mesh_packet(&on_air, Duration::from_secs(100));
+    let out = hear(&mut d, &on_air, Duration::from_secs(100));
     let p = out.iter().find_map(client_packet).unwrap();
     assert_eq!(p.channel(), 1);
     assert_eq!(p.text().as_deref(), Some("on ops"));
@@ -440,7 +446,7 @@ fn mesh_packets_are_delivered_decoded_on_the_local_channel_index() {
     other.meta_mut().to = 0x7a91_b3c2;
     other.meta_mut().id = 501;
     let on_air = d.profile.channels.encrypt(&other, 0).unwrap();
-    let out = d.on_mesh_packet(&on_air, Duration::ZERO);
+    let out = hear(&mut d, &on_air, Duration::ZERO);
     assert!(out.iter().all(|m| client_packet(m).is_none()));
     let Some(Out::MqttClientProxyMessage(m)) = out[0].payload_variant.clone() else {
         panic!("{out:?}")
@@ -458,7 +464,7 @@ fn mesh_packets_are_delivered_decoded_on_the_local_channel_index() {
     let mut from_mqtt = on_air.clone();
     from_mqtt.meta_mut().via_mqtt = true;
     from_mqtt.meta_mut().id = 502;
-    assert!(d.on_mesh_packet(&from_mqtt, Duration::ZERO).is_empty());
+    assert!(hear(&mut d, &from_mqtt, Duration::ZERO).is_empty());
     let foreign = ChannelTable::new(
         &[super::super::config::ChannelConfig {
             name: "x".into(),
@@ -466,10 +472,7 @@ fn mesh_packets_are_delivered_decoded_on_the_local_channel_index() {
         }],
         ModemPreset::LongFast,
     );
-    assert!(
-        d.on_mesh_packet(&foreign.encrypt(&heard, 0).unwrap(), Duration::ZERO)
-            .is_empty()
-    );
+    assert!(hear(&mut d, &foreign.encrypt(&heard, 0).unwrap(), Duration::ZERO).is_empty());
 }
 
 #[test]

@@ -217,7 +217,10 @@ impl Core {
                 decoded,
             } => {
                 for link in self.links_of(node) {
-                    let msgs = self.links[link].device.on_mesh_packet(&packet, at);
+                    let msgs =
+                        self.links[link]
+                            .device
+                            .on_mesh_packet(&packet, decoded.as_ref(), at);
                     self.send_to_client(link, msgs);
                     self.log_to_serial(link, at, decoded.as_ref().unwrap_or(&packet));
                 }

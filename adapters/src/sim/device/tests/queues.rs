@@ -71,7 +71,7 @@ fn an_absent_client_finds_bounded_queues_in_firmware_order_and_the_drops_counted
     for id in 0..40 {
         let heard = heard_text(1000 + id, &format!("text {id}"));
         let on_air = d.profile.channels.encrypt(&heard, 0).unwrap();
-        assert!(d.on_mesh_packet(&on_air, Duration::ZERO).is_empty());
+        assert!(hear(&mut d, &on_air, Duration::ZERO).is_empty());
     }
     // Three client packets before any handshake: three statuses for a queue of two.
     for id in 0..3 {
