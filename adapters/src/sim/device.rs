@@ -52,7 +52,7 @@ use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-pub use self::mqtt::DownlinkDrops;
+pub use self::mqtt::{DownlinkDrop, DownlinkDrops};
 use self::to_phone::{ToPhone, ToPhoneDrops};
 use super::channels::ChannelTable;
 use super::config::{NodeRole, SimConfig, parse_region};
@@ -165,6 +165,8 @@ pub struct DeviceOutput {
     /// Packets that came in through the MQTT client proxy (encrypted, as their sender made
     /// them): the world takes them as received by this node.
     pub downlink: Vec<Packet>,
+    /// Why a message of the MQTT client proxy was refused, if one was.
+    pub downlink_refused: Option<DownlinkDrop>,
 }
 
 /// Where the PhoneAPI session is.
@@ -312,9 +314,15 @@ impl Device {
                 self.close();
                 DeviceOutput::default()
             }
-            Some(In::MqttClientProxyMessage(m)) => DeviceOutput {
-                downlink: self.mqtt_downlink(m).into_iter().collect(),
-                ..Default::default()
+            Some(In::MqttClientProxyMessage(m)) => match self.mqtt_downlink(m) {
+                Ok(packet) => DeviceOutput {
+                    downlink: vec![packet],
+                    ..Default::default()
+                },
+                Err(why) => DeviceOutput {
+                    downlink_refused: Some(why),
+                    ..Default::default()
+                },
             },
             // XModem is not simulated; unknown variants are ignored too.
             Some(In::XmodemPacket(_)) | None => DeviceOutput::default(),

@@ -19,7 +19,7 @@ pub mod server;
 pub mod world;
 
 pub use config::{NodeRole, SimConfig, SimConfigError};
-pub use device::DownlinkDrops;
 pub use device::to_phone::ToPhoneDrops;
+pub use device::{DownlinkDrop, DownlinkDrops};
 pub use pty::PtyError;
 pub use server::{AttachedRadio, SimError, SimEvent, Simulator};

@@ -35,7 +35,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::config::{SimConfig, SimConfigError};
 use super::device::to_phone::ToPhoneDrops;
-use super::device::{self, Device, DeviceProfile, DownlinkDrops, RadioStatus};
+use super::device::{self, Device, DeviceProfile, DownlinkDrop, DownlinkDrops, RadioStatus};
 use super::pty::{Pty, PtyError};
 use super::world::{World, WorldError, WorldEvent};
 use crate::codec::{StreamCodec, StreamItem};
@@ -96,6 +96,14 @@ pub enum SimEvent {
     ClientDisconnected {
         /// The radio.
         node: NodeId,
+    },
+    /// An attached radio's MQTT client proxy refused a message (also counted, see
+    /// [`Simulator::downlink_drops`]).
+    DownlinkDropped {
+        /// The radio.
+        node: NodeId,
+        /// Why.
+        reason: DownlinkDrop,
     },
     /// An attached radio handed a packet to its client.
     ToClient {

@@ -40,6 +40,21 @@ pub struct DownlinkDrops {
 }
 
 impl DownlinkDrops {
+    /// Counts one refusal.
+    pub fn count(&mut self, why: DownlinkDrop) {
+        let counter = match why {
+            DownlinkDrop::Ignored => &mut self.ignored,
+            DownlinkDrop::Malformed => &mut self.malformed,
+            DownlinkDrop::NoDownlink => &mut self.no_downlink,
+            DownlinkDrop::Own => &mut self.own,
+            DownlinkDrop::Invalid => &mut self.invalid,
+            DownlinkDrop::Undecryptable => &mut self.undecryptable,
+            DownlinkDrop::LegacyDm => &mut self.legacy_dm,
+            DownlinkDrop::PkiUnknownNodes => &mut self.pki_unknown_nodes,
+        };
+        *counter += 1;
+    }
+
     /// Every refusal, whatever the reason.
     pub fn total(&self) -> u64 {
         self.ignored
@@ -77,47 +92,41 @@ impl Device {
     /// The topic must be `<root>/2/e/...` under this device's root. (The firmware looks only
     /// at the envelope; a gateway that gets the topic wrong would still be caught by a real
     /// broker's subscriptions, so the simulator refuses it outright.)
-    pub(super) fn mqtt_downlink(&mut self, m: proto::MqttClientProxyMessage) -> Option<Packet> {
+    /// Refusals are counted in [`Device::downlink_drops`].
+    pub(super) fn mqtt_downlink(
+        &mut self,
+        m: proto::MqttClientProxyMessage,
+    ) -> Result<Packet, DownlinkDrop> {
         let verdict = self.judge_downlink(m);
-        let drops = &mut self.downlink_drops;
-        let counter = match verdict {
-            Ok(packet) => return Some(packet),
-            Err(Refusal::Ignored) => &mut drops.ignored,
-            Err(Refusal::Malformed) => &mut drops.malformed,
-            Err(Refusal::NoDownlink) => &mut drops.no_downlink,
-            Err(Refusal::Own) => &mut drops.own,
-            Err(Refusal::Invalid) => &mut drops.invalid,
-            Err(Refusal::Undecryptable) => &mut drops.undecryptable,
-            Err(Refusal::LegacyDm) => &mut drops.legacy_dm,
-            Err(Refusal::PkiUnknownNodes) => &mut drops.pki_unknown_nodes,
-        };
-        *counter += 1;
-        None
+        if let Err(why) = verdict {
+            self.downlink_drops.count(why);
+        }
+        verdict
     }
 
-    fn judge_downlink(&self, m: proto::MqttClientProxyMessage) -> Result<Packet, Refusal> {
+    fn judge_downlink(&self, m: proto::MqttClientProxyMessage) -> Result<Packet, DownlinkDrop> {
         use proto::mqtt_client_proxy_message::PayloadVariant as P;
         if !self.profile.mqtt_proxy || self.session != Session::Live {
-            return Err(Refusal::Ignored);
+            return Err(DownlinkDrop::Ignored);
         }
         let Some(P::Data(data)) = m.payload_variant else {
-            return Err(Refusal::Malformed);
+            return Err(DownlinkDrop::Malformed);
         };
         match Topic::parse_under(&self.profile.mqtt_root, &m.topic) {
             Ok(t) if t.kind == TopicKind::Encrypted => {}
-            Ok(_) => return Err(Refusal::Malformed),
+            Ok(_) => return Err(DownlinkDrop::Malformed),
             Err(e) => {
                 tracing::debug!(error = %e, "downlink on a topic this radio does not follow");
-                return Err(Refusal::Malformed);
+                return Err(DownlinkDrop::Malformed);
             }
         }
         let envelope = Envelope::decode(&data).map_err(|e| {
             tracing::debug!(error = %e, topic = ?m.topic, "invalid MQTT service envelope");
-            Refusal::Malformed
+            DownlinkDrop::Malformed
         })?;
         let me = self.profile.node;
         let p = &envelope.packet;
-        let dropped = |why: Refusal| {
+        let dropped = |why: DownlinkDrop| {
             tracing::debug!(from = %p.from(), to = %p.to(), id = %p.id(), channel = ?envelope.channel_id, ?why, "downlink dropped");
             why
         };
@@ -128,41 +137,41 @@ impl Device {
             .iter()
             .find(|e| e.name == envelope.channel_id);
         if entry.is_none() && !envelope.is_pki() {
-            return Err(dropped(Refusal::NoDownlink));
+            return Err(dropped(DownlinkDrop::NoDownlink));
         }
         if envelope.gateway_id.node() == Some(me) || p.from() == me {
-            return Err(dropped(Refusal::Own));
+            return Err(dropped(DownlinkDrop::Own));
         }
         let hop_max = u32::from(mesh_core::packet::HOP_MAX);
         if p.from() == NodeId::BROADCAST
             || p.meta().hop_limit > hop_max
             || p.meta().hop_start > hop_max
         {
-            return Err(dropped(Refusal::Invalid));
+            return Err(dropped(DownlinkDrop::Invalid));
         }
         if p.data().is_some() {
-            return Err(dropped(Refusal::Undecryptable));
+            return Err(dropped(DownlinkDrop::Undecryptable));
         }
         match entry {
             _ if envelope.is_pki() => {
                 let known = |n: NodeId| self.announced.contains(&n);
                 if p.to() != me && !(known(p.from()) && known(p.to())) {
-                    return Err(dropped(Refusal::PkiUnknownNodes));
+                    return Err(dropped(DownlinkDrop::PkiUnknownNodes));
                 }
             }
             Some(entry) => {
                 let plain = (p.channel() == u32::from(entry.hash))
                     .then(|| p.decrypt(&entry.key).ok())
                     .flatten()
-                    .ok_or_else(|| dropped(Refusal::Undecryptable))?;
+                    .ok_or_else(|| dropped(DownlinkDrop::Undecryptable))?;
                 if self.profile.private_key.is_some()
                     && p.to() == me
                     && plain.portnum() == Some(proto::PortNum::TextMessageApp)
                 {
-                    return Err(dropped(Refusal::LegacyDm));
+                    return Err(dropped(DownlinkDrop::LegacyDm));
                 }
             }
-            None => return Err(dropped(Refusal::NoDownlink)),
+            None => return Err(dropped(DownlinkDrop::NoDownlink)),
         }
         let mut packet = envelope.packet;
         let meta = packet.meta_mut();
@@ -187,7 +196,9 @@ impl Device {
     /// The client-proxy message for a packet the radio could not read: only a PKI message
     /// between two other nodes is published, marked `pki_encrypted`.
     pub(super) fn uplink_unreadable(&self, heard: &Packet) -> Option<proto::FromRadio> {
-        if !heard.is_pki() || heard.to() == self.profile.node {
+        // The firmware's test: no channel hash, one destination, not us (`handleReceived`).
+        let to = heard.to();
+        if heard.channel() != 0 || to.is_broadcast() || to == self.profile.node {
             return None;
         }
         let mut marked = heard.clone();
@@ -216,15 +227,24 @@ impl Device {
     }
 }
 
-/// Why a downlink message was refused; one counter of [`DownlinkDrops`] each.
+/// Why a downlink message was refused; each has its counter in [`DownlinkDrops`], whose
+/// fields say what they mean.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refusal {
+pub enum DownlinkDrop {
+    /// See [`DownlinkDrops::ignored`].
     Ignored,
+    /// See [`DownlinkDrops::malformed`].
     Malformed,
+    /// See [`DownlinkDrops::no_downlink`].
     NoDownlink,
+    /// See [`DownlinkDrops::own`].
     Own,
+    /// See [`DownlinkDrops::invalid`].
     Invalid,
+    /// See [`DownlinkDrops::undecryptable`].
     Undecryptable,
+    /// See [`DownlinkDrops::legacy_dm`].
     LegacyDm,
+    /// See [`DownlinkDrops::pki_unknown_nodes`].
     PkiUnknownNodes,
 }

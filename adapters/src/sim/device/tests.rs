@@ -1,6 +1,7 @@
 //! The PhoneAPI on plain values: handshake, queue status, pacing, the queues kept for an
 //! absent client, downlink and uplink.
 
+mod pki;
 mod queues;
 
 use super::*;
@@ -9,9 +10,9 @@ use mesh_core::proto::config;
 const ME: NodeId = NodeId::new(0xa1b2_c3d4);
 const PEER: NodeId = NodeId::new(0x0c4d_2e61);
 
-fn config() -> SimConfig {
-    SimConfig::from_toml_str(
-        r#"
+/// The mesh of these tests: this radio, Amira and Jonas.
+fn config_text() -> String {
+    r#"
         [[mesh]]
         name = "north"
         preset = "LongFast"
@@ -30,9 +31,12 @@ fn config() -> SimConfig {
         id = "!7a91b3c2"
         long_name = "Jonas Weber"
         short_name = "JNS"
-    "#,
-    )
-    .unwrap()
+    "#
+    .to_owned()
+}
+
+fn config() -> SimConfig {
+    SimConfig::from_toml_str(&config_text()).unwrap()
 }
 
 fn device() -> Device {

@@ -489,6 +489,9 @@ impl Core {
                 warn!(error = %e, "client packet not transmitted");
             }
         }
+        if let Some(reason) = out.downlink_refused {
+            self.publish(SimEvent::DownlinkDropped { node, reason });
+        }
         for packet in out.downlink {
             match self.world.receive_from_mqtt(node, packet, now) {
                 Ok(true) => {}

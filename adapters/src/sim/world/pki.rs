@@ -196,3 +196,7 @@ fn node_info_to(to: NodeId, channel: u32, user: &proto::User) -> Packet {
         },
     )
 }
+
+#[cfg(test)]
+#[path = "pki_tests.rs"]
+mod tests;

@@ -29,7 +29,7 @@ fn node(n: u32) -> NodeId {
 }
 
 /// Runs every timer until nothing is left (or a bound is hit), returning the events.
-fn run(world: &mut World, until: Duration) -> Vec<WorldEvent> {
+pub(super) fn run(world: &mut World, until: Duration) -> Vec<WorldEvent> {
     let mut events = Vec::new();
     for _ in 0..100_000 {
         while let Some(e) = world.poll_event() {
