@@ -329,6 +329,9 @@ struct Reliable {
     channel: u8,
     /// As on the air, for retransmissions.
     packet: Packet,
+    /// The plaintext of a PKI packet: the firmware encrypts each retransmission again, with
+    /// a fresh extra nonce (its retry copy is taken before `perhapsEncode`).
+    plain: Option<Packet>,
     /// Retransmissions left.
     retries_left: u8,
     /// Counts transmissions, so a stale retry timer is recognised.
@@ -749,6 +752,7 @@ impl World {
                 id,
                 channel: index as u8,
                 packet: on_air.clone(),
+                plain: encrypted.meta().pki_encrypted.then(|| packet.clone()),
                 retries_left: RELIABLE_RETRIES,
                 attempt: 0,
                 broadcast,
@@ -1133,7 +1137,13 @@ impl World {
         let r = &mut node.reliable[pos];
         r.retries_left -= 1;
         r.attempt += 1;
-        let packet = r.packet.clone();
+        let (mut packet, plain) = (r.packet.clone(), r.plain.clone());
+        if let Some(plain) = plain {
+            match self.encode(idx, &plain) {
+                Ok(again) => packet = air_form(&again),
+                Err(e) => tracing::debug!(error = %e, "retransmission sent as before"),
+            }
+        }
         let now = self.now;
         self.enqueue(
             idx,

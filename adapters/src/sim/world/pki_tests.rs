@@ -26,13 +26,17 @@ const PRIMARY_HASH: u32 = 0x08;
 
 /// A and B run firmware with PKI, C and D without; everyone hears everyone.
 fn world() -> World {
+    lossy_world(0.0)
+}
+
+fn lossy_world(loss: f64) -> World {
     let node = |id: NodeId, name: &str, pki: bool| {
         format!(
             "[[mesh.node]]\nid = \"{id}\"\nlong_name = \"{name}\"\nshort_name = \"{name}\"\npki = {pki}\n"
         )
     };
     let toml = format!(
-        "seed = {SEED}\n[[mesh]]\nname = \"m\"\npreset = \"LongFast\"\n{}{}{}{}",
+        "seed = {SEED}\n[[mesh]]\nname = \"m\"\npreset = \"LongFast\"\nloss = {loss:?}\n{}{}{}{}",
         node(A, "A", true),
         node(B, "B", true),
         node(C, "C", false),
@@ -352,4 +356,28 @@ fn told_its_key_is_unknown_a_node_with_pki_sends_its_nodeinfo_to_the_complainer(
         user.public_key,
         node_key(SEED, A).public_key().as_bytes().to_vec()
     );
+}
+
+#[test]
+fn each_retransmission_of_a_pki_dm_is_encrypted_again_with_a_fresh_extra_nonce() {
+    let mut w = lossy_world(1.0);
+    let id = w.transmit(A, dm(B, "anyone?"), Duration::ZERO).unwrap();
+    let events = run(&mut w, HOUR);
+    let mut sent = sent_by(&events, A, TxKind::Originated);
+    sent.extend(sent_by(&events, A, TxKind::Retransmission));
+    assert_eq!(sent.len(), 4, "the first try and three retries");
+    assert!(sent.iter().all(|p| p.id() == id && p.is_pki()));
+    let payloads: std::collections::BTreeSet<Vec<u8>> = sent
+        .iter()
+        .map(|p| match p.payload() {
+            mesh_core::Payload::Encrypted(c) => c.to_vec(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(payloads.len(), 4, "four different ciphertexts");
+    let b = node_key(SEED, B);
+    for p in &sent {
+        let read = p.decrypt_pki(&b, &node_key(SEED, A).public_key()).unwrap();
+        assert_eq!(read.text().as_deref(), Some("anyone?"));
+    }
 }
