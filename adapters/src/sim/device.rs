@@ -34,6 +34,7 @@
 mod client;
 mod handshake;
 mod mqtt;
+mod nodes;
 #[cfg(test)]
 mod tests;
 pub mod to_phone;
@@ -47,7 +48,7 @@ use mesh_core::proto::from_radio::PayloadVariant as Out;
 use mesh_core::proto::mesh_packet::Priority;
 use mesh_core::proto::routing::Error as RoutingError;
 use mesh_core::proto::to_radio::PayloadVariant as In;
-use mesh_core::{ModemPreset, NodeId, Packet, PacketId, PrivateKey, PublicKey, Root};
+use mesh_core::{ModemPreset, NodeId, Packet, PacketId, PrivateKey, Root};
 use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -56,7 +57,6 @@ pub use self::mqtt::{DownlinkDrop, DownlinkDrops};
 use self::to_phone::{ToPhone, ToPhoneDrops};
 use super::channels::ChannelTable;
 use super::config::{NodeRole, SimConfig, parse_region};
-use super::keys::{UserUpdate, user_update};
 use super::world::{DEFAULT_HOP_LIMIT, TX_QUEUE_LEN};
 
 /// The firmware version attached radios report.
@@ -533,70 +533,6 @@ impl Device {
         self.send_or_keep(queue_status(res, free, mesh_packet_id))
     }
 
-    /// Updates the node database from a decoded packet heard on the mesh.
-    fn learn(&mut self, packet: &Packet, channel: u8) {
-        let from = packet.from();
-        if from == self.profile.node || from.is_broadcast() || from == NodeId::LOCAL {
-            return;
-        }
-        let meta = packet.meta();
-        let entry = self.nodes.entry(from).or_insert_with(|| unknown_node(from));
-        entry.last_heard = meta.rx_time;
-        entry.snr = meta.rx_snr;
-        entry.channel = u32::from(channel);
-        entry.via_mqtt = meta.via_mqtt;
-        if packet.hop_start() > 0 {
-            entry.hops_away = Some(u32::from(
-                packet.hop_start().saturating_sub(packet.hop_limit()),
-            ));
-        }
-        let Some(data) = packet.data() else {
-            return;
-        };
-        match proto::PortNum::try_from(data.portnum) {
-            Ok(proto::PortNum::NodeinfoApp) => {
-                let Ok(mut user) = proto::User::decode(&data.payload[..]) else {
-                    return;
-                };
-                let stored = entry
-                    .user
-                    .as_ref()
-                    .filter(|_| self.announced.contains(&from))
-                    .and_then(|u| PublicKey::from_user_field(&u.public_key).ok().flatten());
-                let own = self
-                    .profile
-                    .private_key
-                    .as_ref()
-                    .map(PrivateKey::public_key);
-                match user_update(stored.as_ref(), &user, own.as_ref()) {
-                    UserUpdate::Take(_) => {
-                        user.id = from.to_string();
-                        entry.user = Some(user);
-                        self.announced.insert(from);
-                    }
-                    verdict => {
-                        tracing::debug!(node = %self.profile.node, %from, ?verdict, "NodeInfo dropped");
-                    }
-                }
-            }
-            Ok(proto::PortNum::PositionApp) => {
-                if let Ok(position) = proto::Position::decode(&data.payload[..]) {
-                    entry.position = Some(position);
-                }
-            }
-            Ok(proto::PortNum::TelemetryApp) => {
-                if let Ok(proto::Telemetry {
-                    variant: Some(proto::telemetry::Variant::DeviceMetrics(m)),
-                    ..
-                }) = proto::Telemetry::decode(&data.payload[..])
-                {
-                    entry.device_metrics = Some(m);
-                }
-            }
-            _ => {}
-        }
-    }
-
     fn own_metrics(&self, now: Duration, status: RadioStatus) -> proto::DeviceMetrics {
         proto::DeviceMetrics {
             // 101 means "on external power", as radios on USB report.
@@ -627,21 +563,6 @@ impl Device {
             })),
             ..Default::default()
         }
-    }
-}
-
-/// A node heard but never announced: the firmware's default names.
-fn unknown_node(id: NodeId) -> proto::NodeInfo {
-    let short = format!("{:04x}", id.get() & 0xffff);
-    proto::NodeInfo {
-        num: id.get(),
-        user: Some(proto::User {
-            id: id.to_string(),
-            long_name: format!("Meshtastic {short}"),
-            short_name: short,
-            ..Default::default()
-        }),
-        ..Default::default()
     }
 }
 
