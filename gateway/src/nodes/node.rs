@@ -151,7 +151,10 @@ impl Node {
     /// "heard 4 min ago, 2 hops, battery 81 %": what is known, at `now`; unknown parts are
     /// left out.
     pub fn status_line(&self, now: Instant) -> String {
-        let mut parts = vec![heard(self.last_heard, now)];
+        let mut parts = vec![match (self.last_heard, self.last_heard_at) {
+            (None, Some(_)) => "last heard before the gateway started".to_owned(),
+            (last, _) => heard(last, now),
+        }];
         match self.hops_away {
             Some(0) => parts.push("direct".to_owned()),
             Some(1) => parts.push("1 hop".to_owned()),
@@ -172,9 +175,10 @@ impl Node {
     /// Why a direct message for it waits: "waiting for Amira's radio (!a1b2c3d4 last heard
     /// 3 h ago)".
     pub fn waiting_line(&self, now: Instant) -> String {
-        let heard = match self.last_heard {
-            Some(at) => format!("last heard {} ago", ago(now.saturating_duration_since(at))),
-            None => "never heard".to_owned(),
+        let heard = match (self.last_heard, self.last_heard_at) {
+            (Some(at), _) => format!("last heard {} ago", ago(now.saturating_duration_since(at))),
+            (None, Some(_)) => "last heard before the gateway started".to_owned(),
+            (None, None) => "never heard".to_owned(),
         };
         if self.has_name() {
             format!(
@@ -247,8 +251,13 @@ impl Node {
         let newer = heard_at.is_some_and(|at| self.last_heard_at.is_none_or(|known| at > known));
         if let Some(at) = heard_at.filter(|_| newer) {
             let ago = Duration::from_millis(u64::try_from(wall - at).unwrap_or(0));
-            let instant = now.checked_sub(ago).unwrap_or(now);
-            self.last_heard = Some(self.last_heard.map_or(instant, |known| known.max(instant)));
+            // A moment this host's monotonic clock cannot hold (where it starts at boot and
+            // the node was heard before): no `Instant`, so the node counts as not heard
+            // until it is heard again, which errs on the side of waiting. The wall time is
+            // kept for people.
+            if let Some(instant) = now.checked_sub(ago) {
+                self.last_heard = Some(self.last_heard.map_or(instant, |known| known.max(instant)));
+            }
             self.last_heard_at = Some(at);
             self.heard_by = Some(endpoint.to_owned());
         }

@@ -286,6 +286,30 @@ fn a_node_database_entry_fills_in_what_is_missing_and_never_rolls_back_what_was_
     m.observe_db("south", &no_clock, now, WALL);
     assert_eq!((m.last_heard, m.last_heard_at), (None, None));
     assert_eq!(m.user, n.user, "its names are still good");
+    // Heard years ago: away, and said so.
+    let long_ago = proto::NodeInfo {
+        last_heard: ((WALL - 400 * 86_400_000) / 1000) as u32,
+        ..entry
+    };
+    let mut old = Node::new(AMIRA);
+    old.observe_db("south", &long_ago, now, WALL);
+    assert_eq!(old.presence(now, DEFAULT_AWAY_AFTER), Presence::Away);
+    assert_eq!(
+        old.waiting_line(now),
+        "waiting for Amira's radio (!a1b2c3d4 last heard 400 d ago)"
+    );
+    // A time this host's monotonic clock cannot hold (on platforms where it starts at boot)
+    // leaves no `Instant`: not heard as far as decisions go, the wall time still said.
+    old.last_heard = None;
+    assert_eq!(old.presence(now, DEFAULT_AWAY_AFTER), Presence::Away);
+    assert_eq!(
+        old.waiting_line(now),
+        "waiting for Amira's radio (!a1b2c3d4 last heard before the gateway started)"
+    );
+    assert!(
+        old.status_line(now)
+            .starts_with("last heard before the gateway started, 1 hop")
+    );
 }
 
 #[test]
