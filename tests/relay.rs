@@ -479,6 +479,9 @@ fn under_a_flood_the_governor_keeps_the_duty_cycle_lets_direct_texts_overtake_te
     let is_telemetry_for_south =
         |l: &str| l.contains(" queued ") && l.contains("(telemetry) for south");
     gw.wait_count("queued telemetry", 20, is_telemetry_for_south);
+    // B2 has been heard: a direct message for a node not heard for a while waits for it.
+    let here = say(&b2, SOUTH_PRIMARY, 0x6c0f_0000, "B2 is here");
+    gw.wait("B2 heard", |l| here.queued(l));
     let text = say_to(
         &a2,
         b2.node(),
@@ -572,6 +575,10 @@ fn under_a_flood_the_governor_keeps_the_duty_cycle_lets_direct_texts_overtake_te
 fn a_direct_message_to_a_node_of_the_other_mesh_crosses() {
     let bridge = Bridge::start("relay-dm", &bridge_routes());
     let mut gw = bridge.gateway(None);
+    // B2 has been heard: a direct message for a node not heard for a while waits for it (see
+    // the next test).
+    let here = say(&bridge.b2, SOUTH_PRIMARY, 0x7d0f_0000, "B2 is here");
+    gw.wait("B2 heard", |l| here.queued(l));
     let dm = say_to(
         &bridge.a2,
         bridge.b2.node(),
@@ -593,4 +600,47 @@ fn a_direct_message_to_a_node_of_the_other_mesh_crosses() {
         "the direct message did not cross; the gateway printed:\n{}",
         gw.printed()
     );
+}
+
+/// A direct message for a node the gateway has not heard (B2 is in radio B's node database, by
+/// name, but never heard) is not sent into the mesh to be retransmitted unanswered: it waits in
+/// the outbox, the gateway says for whom, the rest of south's queue flows, and it goes as soon
+/// as B2 sends anything.
+#[test]
+fn a_direct_message_for_a_node_not_heard_waits_and_goes_once_that_node_is_heard() {
+    let bridge = Bridge::start("relay-dm-wait", &bridge_routes());
+    let mut gw = bridge.gateway(None);
+    let (a2, b2) = (&bridge.a2, &bridge.b2);
+    let dm = say_to(
+        a2,
+        b2.node(),
+        NORTH_PRIMARY,
+        0x7d1f_0001,
+        "for B2 when it is back",
+    );
+    let held_line = format!("held {} {} for south: ", dm.from, dm.id);
+    let held = gw.wait("the direct message held", |l| l.contains(&held_line));
+    assert!(
+        held.ends_with("waiting for South person's radio (!0000b002 never heard)"),
+        "{held}"
+    );
+    // The rest of south's queue goes meanwhile.
+    let marker = say(a2, NORTH_PRIMARY, 0x7d1f_0002, "marker while B2 is away");
+    let heard = heard_until(b2, &marker);
+    assert_eq!(times(&heard, &dm), 0, "sent while B2 was never heard");
+    gw.wait("the marker relayed", |l| marker.relayed_to("south", l));
+    assert_eq!(gw.count(&|l| dm.relayed_to("south", l)), 0);
+
+    // B2 says anything on its mesh: the gateway's radio B hears it, and the message goes.
+    let back = say(b2, SOUTH_PRIMARY, 0x7d1f_0003, "B2 is back");
+    let got = b2.packets_until(LIMIT, |p| dm.is(p));
+    let p = got.last().expect("the direct message arrived");
+    assert_eq!((p.from(), p.to()), (a2.node(), b2.node()));
+    assert_eq!(p.text().as_deref(), Some(dm.text.as_str()));
+    gw.wait("the direct message relayed", |l| dm.relayed_to("south", l));
+    gw.wait("B2's text relayed north", |l| back.relayed_to("north", l));
+    // Once: a later marker on the same path finds no second copy.
+    let after = say(a2, NORTH_PRIMARY, 0x7d1f_0004, "marker after B2 came back");
+    let heard = heard_until(b2, &after);
+    assert_eq!(times(&got, &dm) + times(&heard, &dm), 1, "delivered once");
 }

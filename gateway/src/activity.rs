@@ -93,6 +93,20 @@ pub enum Activity {
         /// What is in the way.
         reason: String,
     },
+    /// A delivery for one node waits until that node is heard again (it has not been heard
+    /// for a while, or ever); the rest of the destination's queue goes on.
+    Parked {
+        /// Sender.
+        from: NodeId,
+        /// Packet id.
+        id: PacketId,
+        /// Destination endpoint (a radio).
+        destination: String,
+        /// The node it is for.
+        node: NodeId,
+        /// "waiting for Amira's radio (!a1b2c3d4 last heard 3 h ago)".
+        reason: String,
+    },
     /// A delivery was set aside after the destination refused it or kept failing.
     Undeliverable {
         /// Sender.

@@ -25,10 +25,11 @@ use crate::ingest::Ingest;
 use crate::ingest::downlink::DownlinkFilter;
 use crate::ingest::mqtt::{JsonDownlink, MqttIngest};
 use crate::ingest::radio::{Expected, RadioIngest};
+use crate::nodes::{DEFAULT_AWAY_AFTER, DEFAULT_CAPACITY, NodeDirectory};
 use crate::ratelimit::Rate;
 use crate::router::Router;
 use crate::sink::mqtt::MqttSink;
-use crate::sink::radio::RadioSink;
+use crate::sink::radio::{DirectWait, RadioSink};
 use crate::stats::Stats;
 use crate::store::{Millis, Store, StoreConfig, StoreError, Writer};
 use crate::worker::{DrainWorker, Shared};
@@ -78,6 +79,8 @@ pub struct Gateway {
     first_activity: Mutex<Option<broadcast::Receiver<Activity>>>,
     /// The store, for depth queries and closing last.
     store: Store,
+    /// Every mesh node the radios heard.
+    nodes: Arc<NodeDirectory>,
     /// Turned true to stop the workers and the maintenance task.
     stop: watch::Sender<bool>,
     /// Ingest tasks, drain workers and maintenance, awaited on shutdown.
@@ -120,12 +123,14 @@ impl Gateway {
         ));
         let mut tasks = Vec::new();
         let mut links = Vec::new();
+        let nodes = Arc::new(NodeDirectory::new(DEFAULT_CAPACITY, DEFAULT_AWAY_AFTER));
         let shared = Shared {
             store: store.clone(),
             router: router.clone(),
             activity: activity.clone(),
             stats: stats.clone(),
             max_attempts: config.store.max_attempts,
+            nodes: nodes.clone(),
         };
 
         for r in &config.radios {
@@ -139,6 +144,10 @@ impl Gateway {
                 r.preset,
                 config.gateway.id,
                 util_rx,
+                DirectWait {
+                    nodes: nodes.clone(),
+                    absent_after: config.store.absent_after(),
+                },
             );
             let w = DrainWorker::new(r.name.clone(), sink, &shared, wakes[&r.name].clone());
             tasks.push(tokio::spawn(w.run(stop_rx.clone())));
@@ -147,7 +156,14 @@ impl Gateway {
                 preset: r.preset,
                 gateway: config.gateway.id,
             };
-            let task = RadioIngest::new(r.name.clone(), events, util_tx, expected, ingest.clone());
+            let task = RadioIngest::new(
+                r.name.clone(),
+                events,
+                util_tx,
+                expected,
+                ingest.clone(),
+                nodes.clone(),
+            );
             tasks.push(tokio::spawn(task.run()));
             links.push(Link::Radio(handle));
         }
@@ -217,6 +233,7 @@ impl Gateway {
             activity,
             first_activity: Mutex::new(Some(first_activity)),
             store,
+            nodes,
             stop,
             tasks,
             links,
@@ -240,6 +257,11 @@ impl Gateway {
     /// The store (queue depths, status).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Every mesh node the radios heard (names, presence, what direct messages wait for).
+    pub fn nodes(&self) -> &Arc<NodeDirectory> {
+        &self.nodes
     }
 
     /// Messages waiting, over all destinations.

@@ -17,6 +17,12 @@
 //! nothing else is in flight, or after a short linger, so a fast destination (MQTT, a peer) pays
 //! one commit per batch and not one per message. Rows delivered but not yet confirmed are still
 //! in the store and come back from its queue: [`Drain::is_busy`] tells the worker to skip them.
+//!
+//! Rows for one node that is away wait for it without holding the queue: see [`Parked`].
+
+mod parked;
+
+pub use parked::{Parked, Parking};
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -2,8 +2,9 @@
 //!
 //! One message's way, module by module (a radio to MQTT, say):
 //! 1. an adapter (`archipel_adapters::radio`) hands over a received packet;
-//! 2. [`ingest`] decodes it for its kind and asks the [`router`] where it goes (deduplication
-//!    is the store's seen-set, in the same transaction);
+//! 2. [`ingest`] decodes it for its kind, tells the [`nodes`] directory who was heard, and
+//!    asks the [`router`] where it goes (deduplication is the store's seen-set, in the same
+//!    transaction);
 //! 3. [`store`] commits the message once and one delivery per destination, in a group commit;
 //! 4. the destination's [`worker`] drains its queue through its [`sink`] (paced by the airtime
 //!    governor for a radio), under the pure [`drain`] policy, and a row goes only when the far
@@ -16,6 +17,7 @@ pub mod config;
 pub mod drain;
 pub mod failpoint;
 pub mod ingest;
+pub mod nodes;
 pub mod ratelimit;
 pub mod router;
 pub mod sink;

@@ -155,6 +155,13 @@ pub fn describe(a: &Activity) -> Option<String> {
             destination,
             reason,
         } => format!("undeliverable {from} {id} -> {destination}: {reason}"),
+        Activity::Parked {
+            from,
+            id,
+            destination,
+            reason,
+            ..
+        } => format!("held {from} {id} for {destination}: {reason}"),
         Activity::Expired {
             destination,
             class,

@@ -6,6 +6,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use mesh_core::NodeId;
+
 /// Counters of one endpoint.
 #[derive(Debug, Default)]
 pub struct EndpointStats {
@@ -21,6 +23,28 @@ pub struct EndpointStats {
     pub heard: AtomicU64,
     /// What its ingress dropped (abuse, spoofs, loops).
     pub dropped: AtomicU64,
+    /// Deliveries waiting for their node to be heard again, now (a gauge).
+    pub parked: AtomicU64,
+    /// The nodes those wait for, with how many each; a lock, but only when parking changes.
+    waiting_for: Mutex<Vec<(NodeId, u64)>>,
+}
+
+impl EndpointStats {
+    /// The deliveries waiting for their node are now these, by node.
+    pub fn set_parked(&self, by_node: Vec<(NodeId, u64)>) {
+        self.parked
+            .store(by_node.iter().map(|(_, n)| n).sum(), Ordering::Relaxed);
+        *self.waiting_for.lock().unwrap_or_else(|p| p.into_inner()) = by_node;
+    }
+
+    /// The nodes deliveries wait for, with how many each (the directory words them:
+    /// [`NodeDirectory::waiting_line`](crate::nodes::NodeDirectory::waiting_line)).
+    pub fn waiting_for(&self) -> Vec<(NodeId, u64)> {
+        self.waiting_for
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// A latency histogram on atomics: four buckets per doubling from 64 µs up (each bound 19 %
@@ -211,5 +235,17 @@ mod tests {
         assert!(l.quantile(1.0).unwrap() >= Duration::from_secs(100));
         l.record(Duration::ZERO);
         assert_eq!(l.count(), 101);
+    }
+
+    #[test]
+    fn parked_deliveries_are_a_gauge_by_node() {
+        let s = Stats::new(["south"]);
+        let e = s.endpoint("south").unwrap();
+        let (a, b) = (NodeId::new(0xa), NodeId::new(0xb));
+        e.set_parked(vec![(a, 2), (b, 1)]);
+        assert_eq!(Stats::get(&e.parked), 3);
+        assert_eq!(e.waiting_for(), [(a, 2), (b, 1)]);
+        e.set_parked(vec![]);
+        assert_eq!(Stats::get(&e.parked), 0);
     }
 }

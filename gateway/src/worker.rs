@@ -7,9 +7,15 @@
 //! ```text
 //!  Notify (ingest committed rows) ─┐
 //!  sink ready ─────────────────────┼─> fill: store.next → router.render → sink.prepare → send
-//!  outcome of a send ──────────────┤       (up to the window, skipping rows in flight)
-//!  pause / linger timer ───────────┘   outcome → Drain → confirm batch | fail | set aside
+//!  outcome of a send ──────────────┤       (up to the window, skipping rows in flight
+//!  pause / linger timer ───────────┤        and rows parked for their node)
+//!  a parked row's node heard ──────┘   outcome → Drain → confirm batch | fail | set aside
 //! ```
+//!
+//! A row the sink parks (for one node not heard for a while) stays queued and is remembered
+//! by node ([`Parked`]): reads move past it, a later row for the same node parks with it so it
+//! never overtakes, and when the [`NodeDirectory`] hears the node, the worker reads its rows
+//! again from the front, in their original order.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,8 +29,9 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::activity::Activity;
 use crate::app::now_ms;
-use crate::drain::{Drain, DrainPolicy, Pause, Step};
+use crate::drain::{Drain, DrainPolicy, Parked, Parking, Pause, Step};
 use crate::failpoint::{self, CrashPoint};
+use crate::nodes::{NodeDirectory, NodeWatch};
 use crate::router::Router;
 use crate::sink::{Prepared, Sink};
 use crate::stats::Stats;
@@ -33,6 +40,11 @@ use crate::store::{Delivery, DeliveryKey, Millis, Sent, Store, StoreError};
 /// How long an idle worker waits before looking at its queue again on its own (new rows ring
 /// the bell; this only covers a missed ring).
 const IDLE_RECHECK: Duration = Duration::from_secs(60);
+
+/// Rows one worker remembers as parked for their node. Each is a key in every read from the
+/// front (SQLite leaves them out), so the bound keeps that list short; 256 direct messages
+/// waiting for absent nodes on one radio is far beyond a hub's day. Past it, see [`Parked`].
+pub const MAX_PARKED: usize = 256;
 
 /// What the worker remembers of a row between handing it over and confirming it.
 #[derive(Debug, Clone)]
@@ -70,6 +82,8 @@ pub struct Shared {
     pub stats: Arc<Stats>,
     /// Counted failures before a row is set aside.
     pub max_attempts: u32,
+    /// Who was heard when: wakes rows parked for their node, words what they wait for.
+    pub nodes: Arc<NodeDirectory>,
 }
 
 /// One destination's drain loop.
@@ -95,8 +109,18 @@ pub struct DrainWorker<S: Sink> {
     /// The last row handed to the sink, while every queued row before it is in flight or
     /// done: the next read resumes after it instead of reading the rows in flight again (a
     /// fast sink would otherwise reread its whole window for every outcome). Forgotten when
-    /// something may have landed before it: new rows (a more urgent class), a row to resend.
+    /// something may have landed before it: new rows (a more urgent class), a row to resend,
+    /// parked rows whose node was heard.
     cursor: Option<DeliveryKey>,
+    /// Rows parked until their node is heard, by node.
+    parked: Parked<DeliveryKey>,
+    /// Who was heard when (words what parked rows wait for; takes the watches).
+    nodes: Arc<NodeDirectory>,
+    /// Rung by the directory when a node with parked rows is heard.
+    watch: Arc<NodeWatch>,
+    /// Set by a fill that moved past rows without sending them (parked, or set aside for
+    /// good): the next read may follow at once.
+    read_on: bool,
 }
 
 impl<S: Sink> DrainWorker<S> {
@@ -114,6 +138,10 @@ impl<S: Sink> DrainWorker<S> {
             stats: shared.stats.clone(),
             waiting: false,
             cursor: None,
+            parked: Parked::new(MAX_PARKED),
+            nodes: shared.nodes.clone(),
+            watch: Arc::new(NodeWatch::default()),
+            read_on: false,
         }
     }
 
@@ -157,7 +185,14 @@ impl<S: Sink> DrainWorker<S> {
                 (self.drain.policy().window / 4).max(1)
             };
             if reachable && !stopping && !idle && self.drain.room(Instant::now()) >= refill_at {
+                self.read_on = false;
                 idle = !self.fill(&mut in_flight).await;
+                if self.read_on && in_flight.is_empty() && self.drain.room(Instant::now()) > 0 {
+                    // Rows were parked or set aside and none sent: read on at once rather
+                    // than wait for an event (the idle recheck is a minute away). Each such
+                    // pass moved the cursor or removed a row, so this ends.
+                    continue;
+                }
             }
             let now = Instant::now();
             let timeout = self
@@ -174,6 +209,11 @@ impl<S: Sink> DrainWorker<S> {
                     self.drain.lift_hold();
                     self.cursor = None;
                     idle = false;
+                }
+                _ = self.watch.heard(), if !stopping && !self.parked.is_empty() => {
+                    if self.unpark() {
+                        idle = false;
+                    }
                 }
                 r = &mut ready, if !reachable && !stopping => {
                     if r.is_ok() {
@@ -196,13 +236,27 @@ impl<S: Sink> DrainWorker<S> {
         // one sent, or from the front past them for `room` rows that are not.
         let room = self.drain.room(Instant::now());
         let busy = self.drain.in_flight() + self.drain.unconfirmed();
+        let forgotten = self.parked.expire(now_ms());
+        if !forgotten.is_empty() {
+            for node in forgotten {
+                self.nodes.unwatch(node, &self.watch);
+            }
+            self.report_parked();
+        }
         let read = match self.cursor {
             Some(after) => {
                 self.store
                     .next_after(&self.name, now_ms(), after, room)
                     .await
             }
-            None => self.store.next(&self.name, now_ms(), 0, room + busy).await,
+            None if self.parked.is_empty() => {
+                self.store.next(&self.name, now_ms(), 0, room + busy).await
+            }
+            None => {
+                self.store
+                    .next_except(&self.name, now_ms(), self.parked.keys(), room + busy)
+                    .await
+            }
         };
         let rows = match read {
             Ok(rows) => rows,
@@ -233,14 +287,29 @@ impl<S: Sink> DrainWorker<S> {
             if self.drain.is_busy(&row.key) {
                 continue;
             }
+            if self.parked.contains(&row.key) {
+                // Waiting for its node: read on past it.
+                self.cursor = Some(row.key);
+                self.read_on = true;
+                progressed = true;
+                continue;
+            }
             let rendered = match self.router.render(&row) {
                 Ok(r) => r,
                 Err(e) => {
-                    self.set_aside(&row, &e.to_string()).await;
+                    self.read_on |= self.set_aside(&row, &e.to_string()).await;
                     progressed = true;
                     continue;
                 }
             };
+            let to = rendered.packet.to();
+            if self.parked.waits_for(to) {
+                // Earlier rows for the same node wait: this one must not overtake them.
+                let reason = self.nodes.waiting_line(to, Instant::now());
+                self.park(&row, to, &reason, None);
+                progressed = true;
+                continue;
+            }
             let text = (self.activity.receiver_count() > 0 && row.class != Class::Direct)
                 .then(|| rendered.decoded().and_then(|p| p.text()))
                 .flatten();
@@ -273,7 +342,15 @@ impl<S: Sink> DrainWorker<S> {
                     return true;
                 }
                 Prepared::Refuse(reason) => {
-                    self.set_aside(&row, &reason).await;
+                    self.read_on |= self.set_aside(&row, &reason).await;
+                    progressed = true;
+                }
+                Prepared::Park {
+                    node,
+                    reason,
+                    heard,
+                } => {
+                    self.park(&row, node, &reason, Some(heard));
                     progressed = true;
                 }
             }
@@ -388,7 +465,74 @@ impl<S: Sink> DrainWorker<S> {
         }
     }
 
-    async fn set_aside(&self, row: &Delivery, reason: &str) {
+    /// Parks `row` until `node` is heard, moving the cursor past it. `heard` is when the sink
+    /// saw the node last heard: given for a row that may start a node's wait, so the watch
+    /// cannot miss a packet that arrived since.
+    fn park(&mut self, row: &Delivery, node: NodeId, reason: &str, heard: Option<Option<Instant>>) {
+        let (parking, forgotten) = self.parked.park(row.key, node, row.expires_at);
+        for gone in forgotten {
+            self.nodes.unwatch(gone, &self.watch);
+        }
+        match parking {
+            Parking::New => {
+                if let Some(heard) = heard {
+                    self.nodes.watch(node, heard, &self.watch);
+                }
+                info!(%node, %reason, "direct messages wait until their node is heard");
+            }
+            Parking::Joined | Parking::Already => {}
+            Parking::Full => {
+                debug!(%node, "too many rows parked; reading past this one without remembering it");
+            }
+        }
+        if parking != Parking::Already {
+            let _ = self.activity.send(Activity::Parked {
+                from: row.from,
+                id: row.id,
+                destination: self.name.clone(),
+                node,
+                reason: reason.to_owned(),
+            });
+        }
+        self.cursor = Some(row.key);
+        self.read_on = true;
+        self.report_parked();
+    }
+
+    /// Watched nodes were heard: their parked rows are read again, from the front, in their
+    /// original order. Returns whether any row was released.
+    fn unpark(&mut self) -> bool {
+        let mut released = false;
+        for node in self.watch.take() {
+            let rows = self.parked.wake(node);
+            if !rows.is_empty() {
+                info!(%node, name = %self.nodes.display_name(node), rows = rows.len(),
+                      "node heard again; what waited for it goes");
+                released = true;
+            }
+        }
+        if released {
+            self.cursor = None;
+            self.report_parked();
+        }
+        released
+    }
+
+    /// Publishes what is parked in the destination's counters.
+    fn report_parked(&self) {
+        if let Some(s) = self.stats.endpoint(&self.name) {
+            s.set_parked(
+                self.parked
+                    .nodes()
+                    .into_iter()
+                    .map(|(n, c)| (n, c as u64))
+                    .collect(),
+            );
+        }
+    }
+
+    /// Returns whether the row left the queue (the reject committed).
+    async fn set_aside(&self, row: &Delivery, reason: &str) -> bool {
         warn!(from = %row.from, id = %row.id, %reason, "delivery set aside as undeliverable");
         let _ = self.activity.send(Activity::Undeliverable {
             from: row.from,
@@ -396,7 +540,7 @@ impl<S: Sink> DrainWorker<S> {
             destination: self.name.clone(),
             reason: reason.to_owned(),
         });
-        self.reject(row.key, reason).await;
+        self.reject(row.key, reason).await
     }
 
     async fn set_aside_key(&self, key: DeliveryKey, reason: &str) {
@@ -404,10 +548,14 @@ impl<S: Sink> DrainWorker<S> {
         self.reject(key, reason).await;
     }
 
-    async fn reject(&self, key: DeliveryKey, reason: &str) {
-        if let Err(e) = self.store.reject(key, reason, now_ms()).await {
-            warn!(error = %e, "cannot set a delivery aside");
-        }
+    async fn reject(&self, key: DeliveryKey, reason: &str) -> bool {
         Stats::add(&self.stats.undeliverable, 1);
+        match self.store.reject(key, reason, now_ms()).await {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(error = %e, "cannot set a delivery aside");
+                false
+            }
+        }
     }
 }

@@ -24,8 +24,9 @@ use archipel_adapters::radio::{self, Attachment, RadioConfig, RadioEvent};
 use archipel_adapters::sim::{SimConfig, Simulator};
 use archipel_gateway::app::now_ms;
 use archipel_gateway::config::Config;
+use archipel_gateway::nodes::{DEFAULT_AWAY_AFTER, NodeDirectory};
 use archipel_gateway::router::{Decision, Heard, Router};
-use archipel_gateway::sink::radio::RadioSink;
+use archipel_gateway::sink::radio::{DirectWait, RadioSink};
 use archipel_gateway::stats::Stats;
 use archipel_gateway::store::{Store, StoreConfig};
 use archipel_gateway::worker::{DrainWorker, Shared};
@@ -156,6 +157,7 @@ async fn a_link_that_flaps_fifty_times_mid_drain_delivers_every_message_once() {
     let (activity, _) = broadcast::channel(16);
     let (_util_tx, util_rx) = watch::channel(None);
     let wake = Arc::new(Notify::new());
+    let nodes = Arc::new(NodeDirectory::new(100, DEFAULT_AWAY_AFTER));
     let sink = RadioSink::new(
         link.clone(),
         Governor::new(GovernorConfig::default()),
@@ -163,6 +165,10 @@ async fn a_link_that_flaps_fifty_times_mid_drain_delivers_every_message_once() {
         None,
         config.gateway.id,
         util_rx,
+        DirectWait {
+            nodes: nodes.clone(),
+            absent_after: config.store.absent_after(),
+        },
     );
     let shared = Shared {
         store: store.clone(),
@@ -170,6 +176,7 @@ async fn a_link_that_flaps_fifty_times_mid_drain_delivers_every_message_once() {
         activity,
         stats: stats.clone(),
         max_attempts: config.store.max_attempts,
+        nodes,
     };
     let worker = DrainWorker::new("a".into(), sink, &shared, wake);
     let (stop, stop_rx) = watch::channel(false);

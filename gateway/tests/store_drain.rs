@@ -15,6 +15,55 @@ fn sent(key: archipel_gateway::store::DeliveryKey) -> Sent {
 }
 
 #[tokio::test]
+async fn next_except_reads_from_the_front_leaving_out_the_rows_named() {
+    let dir = TempDir::new("except");
+    let store = open(&dir, 100).await;
+    for (id, class) in [(1, Class::Direct), (2, Class::Direct), (3, Class::Channel)] {
+        store
+            .accept(&[msg_to(9, id, class, &["radio"])], T0 + Millis::from(id))
+            .await
+            .unwrap();
+    }
+    let all = store.next("radio", T0 + 10, 0, 10).await.unwrap();
+    let parked = [all[0].key, all[2].key];
+    assert_eq!(
+        ids(&store
+            .next_except("radio", T0 + 10, &parked, 10)
+            .await
+            .unwrap()),
+        vec![2]
+    );
+    assert_eq!(
+        ids(&store
+            .next_except("radio", T0 + 10, &[all[1].key], 1)
+            .await
+            .unwrap()),
+        vec![1],
+        "the limit counts rows returned, not rows left out"
+    );
+    assert_eq!(
+        ids(&store.next_except("radio", T0 + 10, &[], 10).await.unwrap()),
+        vec![1, 2, 3]
+    );
+    assert!(
+        store
+            .next_except("elsewhere", T0 + 10, &parked, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Expired rows are left out as by `next`.
+    assert!(
+        store
+            .next_except("radio", T0 + HOUR, &[], 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.close().await;
+}
+
+#[tokio::test]
 async fn next_gives_the_most_urgent_class_first_then_the_oldest() {
     let dir = TempDir::new("order");
     let store = open(&dir, 100).await;

@@ -182,7 +182,8 @@ async fn a_schema_1_store_is_converted_in_place_with_every_row_queued_as_it_was(
             "message",
             "seen_a",
             "seen_b",
-            "seen_generation"
+            "seen_generation",
+            "virtual_node"
         ]
     );
     let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")

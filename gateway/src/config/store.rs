@@ -36,6 +36,9 @@ pub struct StoreSection {
     pub ttl: TtlSection,
     /// Attempts before a delivery the destination keeps refusing is set aside.
     pub max_attempts: u32,
+    /// A direct message for a radio's node not heard for this long (minutes, fractions
+    /// allowed) waits in the outbox until the node is heard again, within its TTL.
+    pub absent_after_minutes: f64,
 }
 
 impl Default for StoreSection {
@@ -46,7 +49,22 @@ impl Default for StoreSection {
             max_queue_per_destination: 10_000,
             ttl: TtlSection::default(),
             max_attempts: 10,
+            absent_after_minutes: 120.0,
         }
+    }
+}
+
+impl StoreSection {
+    /// How long a node may go unheard before direct messages for it wait
+    /// (`absent_after_minutes`, bounded as validation does).
+    pub fn absent_after(&self) -> Duration {
+        let minutes = if self.absent_after_minutes.is_nan() {
+            0.0
+        } else {
+            self.absent_after_minutes
+                .clamp(0.0, (MAX_SEEN_HOURS * 60) as f64)
+        };
+        Duration::from_secs_f64(minutes * 60.0)
     }
 }
 
@@ -164,6 +182,16 @@ pub fn check_store(s: &StoreSection, p: &mut Vec<Problem>) {
         p.push(Problem::new(
             "store.max_attempts",
             format!("{}: give 1 to {MAX_ATTEMPTS}; 10 or so", s.max_attempts),
+        ));
+    }
+    let absent = s.absent_after_minutes;
+    if !(absent > 0.0 && absent <= (MAX_SEEN_HOURS * 60) as f64) {
+        p.push(Problem::new(
+            "store.absent_after_minutes",
+            format!(
+                "{absent}: give how many minutes a node may go unheard before direct messages for it wait until it is heard again, above 0 and at most {} (a year); 120 is two hours",
+                MAX_SEEN_HOURS * 60
+            ),
         ));
     }
     let window_minutes = s.seen_window_hours.min(MAX_SEEN_HOURS) as f64 * 60.0;
@@ -289,6 +317,31 @@ mod tests {
         );
         assert_eq!(ttl.of(Class::Position), Duration::ZERO);
         assert_eq!(ttl.of(Class::Telemetry), ttl.of(Class::Channel));
+    }
+
+    #[test]
+    fn absent_after_is_two_hours_unless_set_and_bounded() {
+        assert_eq!(
+            StoreSection::default().absent_after(),
+            Duration::from_secs(7200)
+        );
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e12] {
+            let s = StoreSection {
+                absent_after_minutes: bad,
+                ..StoreSection::default()
+            };
+            assert!(
+                store_problems(&s).contains("store.absent_after_minutes"),
+                "{bad}"
+            );
+            assert!(s.absent_after() <= Duration::from_secs(MAX_SEEN_HOURS * 3600));
+        }
+        let s = StoreSection {
+            absent_after_minutes: 0.5,
+            ..StoreSection::default()
+        };
+        assert_eq!(store_problems(&s), "");
+        assert_eq!(s.absent_after(), Duration::from_secs(30));
     }
 
     #[test]

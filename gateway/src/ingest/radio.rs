@@ -5,6 +5,10 @@
 //! proxy): once decoded on the phone API (broadcasts and what is for the radio itself) and
 //! once encrypted as heard on the uplink (everything it could decode, direct messages between
 //! other nodes included). On channels that uplink, the uplink copy is the one routed.
+//!
+//! Every packet heard, either way and routed or not, tells the [`NodeDirectory`] its sender
+//! is here (which wakes direct messages waiting for it); the handshake's node database names
+//! the nodes the radio heard before.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -19,6 +23,7 @@ use tracing::{Instrument, info_span, warn};
 use super::{Ingest, LocalRadio, Pipeline};
 use crate::activity::Activity;
 use crate::app::now_ms;
+use crate::nodes::NodeDirectory;
 use crate::router::Heard;
 
 /// What the configuration expects a radio to be; the radio's own word wins, a disagreement
@@ -50,6 +55,9 @@ pub struct RadioIngest {
     said: HashSet<String>,
     /// Shared routing and commit machinery.
     ingest: Arc<Ingest>,
+    /// Told about every node the radio hears (and its handshake's node database), so a
+    /// direct message waiting for one goes once it is heard, and endpoints can show nodes.
+    nodes: Arc<NodeDirectory>,
 }
 
 impl RadioIngest {
@@ -60,6 +68,7 @@ impl RadioIngest {
         utilization: watch::Sender<Option<(f32, Instant)>>,
         expected: Expected,
         ingest: Arc<Ingest>,
+        nodes: Arc<NodeDirectory>,
     ) -> RadioIngest {
         RadioIngest {
             name,
@@ -69,6 +78,7 @@ impl RadioIngest {
             expected,
             said: HashSet::new(),
             ingest,
+            nodes,
         }
     }
 
@@ -111,11 +121,17 @@ impl RadioIngest {
             RadioEvent::Packet(packet) => self.on_packet(packet, pipeline),
             RadioEvent::Uplink { packet, channel } => {
                 let Some(decoded) = self.ingest.router.decrypt(&channel, &packet) else {
+                    // Its sender is here all the same (a PKI direct message, a channel we do
+                    // not hold).
+                    self.nodes
+                        .heard(&self.name, &packet, Instant::now(), now_ms());
                     // Counted, not logged per packet: a radio with a channel we do not hold
                     // would otherwise flood the log.
                     self.ingest.stats.dropped(&self.name, "undecryptable");
                     return;
                 };
+                self.nodes
+                    .heard(&self.name, &decoded, Instant::now(), now_ms());
                 self.relay(decoded, channel, pipeline);
             }
         }
@@ -124,6 +140,8 @@ impl RadioIngest {
     /// The radio finished a handshake: remember it, and say what in its set-up keeps messages
     /// from crossing, with the command that fixes it.
     fn connected(&mut self, info: Arc<RadioInfo>) {
+        self.nodes
+            .learn(&self.name, &info, Instant::now(), now_ms());
         let node = info.node_id();
         if let Some(node) = node {
             let mut channels = vec![None; 8];
@@ -205,6 +223,9 @@ impl RadioIngest {
     /// A packet the radio handed its client. When the radio publishes its uplink on that
     /// channel, the uplink carries the same packet (and more), so this copy is not routed.
     fn on_packet(&mut self, packet: Packet, pipeline: &mut Pipeline<()>) {
+        // Routed or not (its own telemetry, a packet for it): the sender was heard.
+        self.nodes
+            .heard(&self.name, &packet, Instant::now(), now_ms());
         let Some(info) = self.info.clone() else {
             return;
         };

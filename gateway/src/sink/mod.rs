@@ -12,7 +12,7 @@ pub mod radio;
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use mesh_core::DeliveryStatus;
+use mesh_core::{DeliveryStatus, NodeId};
 
 use crate::router::Rendered;
 use crate::store::Delivery;
@@ -37,6 +37,20 @@ pub enum Prepared {
     Hold(Instant),
     /// This destination will never take it (a channel it does not have, too large).
     Refuse(String),
+    /// It is for one node that has not been heard for a while: sending it now would only
+    /// cost airtime and retransmissions. It waits in the outbox (its class TTL still
+    /// applies), set aside in the worker's memory, and is read again once `node` is heard;
+    /// the rest of the queue goes on.
+    Park {
+        /// The node it is addressed to.
+        node: NodeId,
+        /// What it waits for, for the operator ("waiting for Amira's radio (!a1b2c3d4 last
+        /// heard 3 h ago)").
+        reason: String,
+        /// When the node was last heard as the sink saw it: a packet from it arriving after
+        /// this decision still wakes the row.
+        heard: Option<Instant>,
+    },
 }
 
 /// One destination kind's way of sending. Static dispatch: the worker is generic over it.

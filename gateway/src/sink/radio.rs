@@ -1,7 +1,12 @@
 //! A radio as a destination: one relay at a time through the radio's client proxy, paced by
 //! the airtime governor, whose preset and legal limit come from what the radio itself says it
 //! is (the configuration only states what is expected).
+//!
+//! A packet for one node that the [`NodeDirectory`] has not heard for
+//! [`DirectWait::absent_after`] (or never) is parked rather than sent: the radio would spend
+//! airtime on retransmissions nobody answers. It goes once the node is heard again.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use archipel_adapters::radio::{RadioHandle, RadioInfo};
@@ -13,8 +18,32 @@ use tracing::debug;
 
 use super::{Prepared, Sink, Stopped};
 use crate::config::region_duty_cycle;
+use crate::nodes::{NodeDirectory, is_node};
 use crate::router::Rendered;
 use crate::store::Delivery;
+
+/// How packets for one node wait while it is away.
+#[derive(Debug, Clone)]
+pub struct DirectWait {
+    /// Who was heard when (every radio's ingest feeds it).
+    pub nodes: Arc<NodeDirectory>,
+    /// A node not heard for this long counts as absent (`[store] absent_after_minutes`).
+    pub absent_after: Duration,
+}
+
+/// Whether a packet for `to` waits: `to` is one node, not `own` (the radio itself is always
+/// there), and it was last heard more than `absent_after` before `now`, or never.
+pub fn must_wait(
+    to: NodeId,
+    own: Option<NodeId>,
+    last_heard: Option<Instant>,
+    now: Instant,
+    absent_after: Duration,
+) -> bool {
+    is_node(to)
+        && Some(to) != own
+        && last_heard.is_none_or(|at| now.saturating_duration_since(at) > absent_after)
+}
 
 /// A radio link wrapped for the drain worker.
 pub struct RadioSink {
@@ -31,6 +60,8 @@ pub struct RadioSink {
     gateway: NodeId,
     /// The radio's latest channel utilisation report (percent, when it came), from ingest.
     utilization: watch::Receiver<Option<(f32, Instant)>>,
+    /// When packets for one node wait for it.
+    direct: DirectWait,
 }
 
 impl RadioSink {
@@ -43,6 +74,7 @@ impl RadioSink {
         expected_preset: Option<ModemPreset>,
         gateway: NodeId,
         utilization: watch::Receiver<Option<(f32, Instant)>>,
+        direct: DirectWait,
     ) -> RadioSink {
         RadioSink {
             radio,
@@ -51,6 +83,7 @@ impl RadioSink {
             expected_preset: expected_preset.unwrap_or(ModemPreset::LongFast),
             gateway,
             utilization,
+            direct,
         }
     }
 
@@ -79,6 +112,16 @@ impl Sink for RadioSink {
     }
 
     fn prepare(&mut self, row: &Delivery, out: Rendered, now: Instant) -> Prepared {
+        let to = out.packet.to();
+        let own = self.radio.info().and_then(|info| info.node_id());
+        let heard = self.direct.nodes.last_heard(to);
+        if must_wait(to, own, heard, now, self.direct.absent_after) {
+            return Prepared::Park {
+                node: to,
+                reason: self.direct.nodes.waiting_line(to, now),
+                heard,
+            };
+        }
         let preset = match self.radio.info() {
             Some(info) => self.follow_radio(&info),
             None => self.expected_preset,
@@ -128,6 +171,36 @@ impl Sink for RadioSink {
     fn delivered(&mut self, airtime: Option<Duration>, now: Instant) {
         if let Some(airtime) = airtime {
             self.governor.record(airtime, now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AWAY: Duration = Duration::from_secs(7200);
+
+    #[test]
+    fn a_packet_for_a_node_not_heard_for_a_while_or_ever_waits_and_the_rest_goes() {
+        let t = Instant::now() + Duration::from_secs(86_400);
+        let amira = NodeId::new(0xa1b2_c3d4);
+        let heard = |ago: u64| t.checked_sub(Duration::from_secs(ago));
+        assert!(must_wait(amira, None, None, t, AWAY), "never heard");
+        assert!(must_wait(amira, None, heard(7201), t, AWAY));
+        assert!(!must_wait(amira, None, heard(7200), t, AWAY));
+        assert!(!must_wait(amira, None, heard(5), t, AWAY));
+        assert!(
+            !must_wait(amira, Some(amira), None, t, AWAY),
+            "the radio itself is always there"
+        );
+        for to in [
+            NodeId::BROADCAST,
+            NodeId::BROADCAST_NO_LORA,
+            NodeId::LOCAL,
+            NodeId::new(3),
+        ] {
+            assert!(!must_wait(to, None, None, t, AWAY), "{to} is no one node");
         }
     }
 }

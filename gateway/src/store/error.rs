@@ -71,6 +71,28 @@ pub enum StoreError {
         /// How many items the writer's queue holds.
         capacity: usize,
     },
+    /// No node number could be found for a new virtual node: every candidate was reserved,
+    /// known to a radio or another owner's (see
+    /// [`virtual_nodes`](super::virtual_nodes)).
+    #[error("store {}: no free node number for the virtual node of `{owner}` after {tries} candidates", path.display())]
+    NoNodeId {
+        /// The store file.
+        path: PathBuf,
+        /// Who the node was for.
+        owner: String,
+        /// Candidates tried.
+        tries: u32,
+    },
+    /// The OS random generator failed while making a virtual node's key; nothing was stored.
+    #[error("store {}: cannot make a key for the virtual node of `{owner}`: the OS random generator failed: {cause}", path.display())]
+    Entropy {
+        /// The store file.
+        path: PathBuf,
+        /// Who the node was for.
+        owner: String,
+        /// What the generator said.
+        cause: String,
+    },
     /// [`Store::close`](super::Store::close) was called: nothing more is written.
     #[error("store {}: {what} after the store was closed", path.display())]
     Closed {

@@ -18,7 +18,8 @@
 //! `schema.rs` (migrations, connections), `books.rs` (what is kept in memory: queue depths,
 //! endpoint names, the next message id), `accept.rs`, `queue.rs` (next, confirm, fail, note,
 //! reject, depths, queues), `expire.rs`, `seen.rs` (the seen-set's two generations),
-//! `airtime.rs`, `rows.rs` (row decoding), `writer.rs` (group commit), `error.rs`.
+//! `airtime.rs`, `rows.rs` (row decoding), `writer.rs` (group commit), `virtual_nodes.rs`
+//! (the mesh identities of people of other worlds, with their keys), `error.rs`.
 //!
 //! # What survives a crash
 //!
@@ -83,6 +84,7 @@ mod queue;
 mod rows;
 mod schema;
 mod seen;
+pub mod virtual_nodes;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -98,6 +100,7 @@ use books::{Books, Endpoints};
 use schema::Durability;
 
 pub use error::StoreError;
+pub use virtual_nodes::VirtualNode;
 pub use writer::{Pending, Writer};
 
 /// Unix time in milliseconds. The store never reads a clock: callers pass `now`.

@@ -83,6 +83,35 @@ impl Store {
         Ok(deliveries)
     }
 
+    /// Like [`Store::next`] from the front, but leaving out the deliveries in `except` (a
+    /// worker's rows parked until their node is heard), in SQLite rather than after reading
+    /// them: they sit at the front of the queue (direct messages drain first).
+    pub async fn next_except<'a>(
+        &self,
+        destination: &str,
+        now: Millis,
+        except: impl IntoIterator<Item = &'a DeliveryKey>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        const WHAT: &str = "next";
+        let Some(id) = self.endpoint_id(destination) else {
+            return self.next(destination, now, 0, limit).await;
+        };
+        let rows = sqlx::query(super::rows::NEXT_EXCEPT)
+            .bind(id)
+            .bind(now)
+            .bind(key_list(except))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.shared.readers)
+            .await
+            .map_err(|e| self.query_error(WHAT, e))?;
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            deliveries.push(self.delivery(row, destination).await?);
+        }
+        Ok(deliveries)
+    }
+
     /// Deletes delivered deliveries (and the messages left with none), and records the airtime
     /// of those that have one, all in one transaction. Keys no longer queued (expired,
     /// evicted, confirmed twice) are ignored, but their airtime is recorded all the same: it

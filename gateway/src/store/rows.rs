@@ -77,6 +77,18 @@ pub(crate) const NEXT_AFTER: &str = "SELECT d.destination, d.priority, d.message
      ORDER BY d.priority, d.message, d.leg \
      LIMIT ?6";
 
+/// [`NEXT`] from the front, leaving out a list of keys (`json_each(?3)`, as [`key_list`]
+/// writes it): a worker's rows parked until their node is heard.
+pub(crate) const NEXT_EXCEPT: &str = "SELECT d.destination, d.priority, d.message, d.leg, \
+         COALESCE(d.to_channel, m.channel), d.hops, d.attempts, m.id, m.from_node, m.packet_id, \
+         m.source, m.channel, m.packet, m.enqueued_at, m.expires_at \
+     FROM delivery d LEFT JOIN message m ON m.id = d.message \
+     WHERE d.destination = ?1 AND (m.id IS NULL OR m.expires_at > ?2) \
+         AND (d.priority, d.message, d.leg) NOT IN \
+             (SELECT value ->> 1, value ->> 2, value ->> 3 FROM json_each(?3)) \
+     ORDER BY d.priority, d.message, d.leg \
+     LIMIT ?4";
+
 impl Store {
     /// Decodes a row of [`NEXT`] for `destination`.
     pub(crate) async fn delivery(

@@ -23,6 +23,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "messages and deliveries",
         include_str!("../../migrations/0002_messages_and_deliveries.sql"),
     ),
+    (
+        3,
+        "virtual nodes",
+        include_str!("../../migrations/0003_virtual_nodes.sql"),
+    ),
 ];
 
 /// How long a statement waits for a lock held by another connection before failing.

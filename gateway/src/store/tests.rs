@@ -135,8 +135,15 @@ async fn a_new_file_has_small_pages_and_no_index_beyond_the_primary_keys() {
     .fetch_all(&mut *conn)
     .await
     .unwrap();
-    // Only UNIQUE(endpoint.name), on a table of a handful of rows.
-    assert_eq!(indexes, ["sqlite_autoindex_endpoint_1"]);
+    // Only UNIQUE(endpoint.name) and UNIQUE(virtual_node.node), on tables of a handful of
+    // rows written once each.
+    assert_eq!(
+        indexes,
+        [
+            "sqlite_autoindex_endpoint_1",
+            "sqlite_autoindex_virtual_node_2"
+        ]
+    );
     drop(writing);
     store.close().await;
 }
