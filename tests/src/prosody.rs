@@ -15,13 +15,15 @@
 //!   as root (it then cannot write the test's root-owned data directory: "Unable to write to
 //!   accounts storage"), so the server and `prosodyctl` both run as whoever runs the tests.
 
-use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::{TempDir, Watched, free_port, run_with_limit, temp_dir};
+
+mod config;
+mod stream;
 
 /// How long Prosody may take to start listening and answer a client stream (it takes about
 /// 0.15 s here; the margin is for a loaded machine running tests in parallel).
@@ -400,35 +402,13 @@ impl Prosody {
     /// `secret`) and returns the authenticated stream, or what the server answered instead. A
     /// test holds it to occupy the domain (Prosody refuses a second connection for it).
     pub fn connect_component(&self, secret: &str) -> Result<TcpStream, String> {
-        let domain = &self.settings.component;
         let deadline = Instant::now() + Duration::from_secs(10);
-        let mut stream = TcpStream::connect(("127.0.0.1", self.component_port))
-            .map_err(|e| format!("component port {} refused: {e}", self.component_port))?;
-        let header = format!(
-            "<?xml version='1.0'?><stream:stream to='{domain}' xmlns='jabber:component:accept' \
-             xmlns:stream='http://etherx.jabber.org/streams'>"
-        );
-        stream
-            .write_all(header.as_bytes())
-            .map_err(|e| format!("component header: {e}"))?;
-        let got = read_until(&mut stream, deadline, |t| {
-            t.contains("</stream:stream>") || stream_id(t).is_some()
-        })?;
-        let id = stream_id(&got).ok_or_else(|| format!("no stream id in: {got}"))?;
-        let digest = sha1_hex(&format!("{id}{secret}"));
-        stream
-            .write_all(format!("<handshake>{digest}</handshake>").as_bytes())
-            .map_err(|e| format!("handshake: {e}"))?;
-        let answer = read_until(&mut stream, deadline, |t| {
-            t.contains("<handshake")
-                || t.contains("</stream:error>")
-                || t.contains("</stream:stream>")
-        })?;
-        if answer.contains("<handshake") {
-            Ok(stream)
-        } else {
-            Err(format!("handshake refused: {answer}"))
-        }
+        stream::component_handshake(
+            self.component_port,
+            &self.settings.component,
+            secret,
+            deadline,
+        )
     }
 
     fn log(&self) -> PathBuf {
@@ -436,57 +416,13 @@ impl Prosody {
     }
 
     fn write_config(&self) {
-        let s = &self.settings;
-        let dir = &self.dir.0;
-        let q = |p: &Path| lua_string(&p.display().to_string());
-        let mut lines = vec![
-            "-- Written by the archipel-e2e test harness for one test.".to_owned(),
-            // See the module doc: mod_posix handles SIGTERM; neither it nor prosodyctl may
-            // switch users or refuse to run as root.
-            "run_as_root = true".to_owned(),
-            format!("data_path = {}", q(&dir.join("data"))),
-            format!("pidfile = {}", q(&dir.join("prosody.pid"))),
-            // Empty: no TLS. Named so Prosody does not complain about a missing certs dir.
-            format!("certificates = {}", q(&dir.join("certs"))),
-            r#"interfaces = { "127.0.0.1" }; c2s_interfaces = { "127.0.0.1" }; component_interfaces = { "127.0.0.1" }"#.to_owned(),
-            format!("c2s_ports = {{ {} }}; component_ports = {{ {} }}", self.c2s_port, self.component_port),
-            "c2s_direct_tls_ports = {}; legacy_ssl_ports = {}; http_ports = {}; https_ports = {}".to_owned(),
-            // No "tls": without a certificate STARTTLS would be offered and then fail.
-            r#"modules_enabled = { "disco"; "roster"; "saslauth"; "ping"; "smacks"; "carbons"; "posix" }"#.to_owned(),
-            r#"modules_disabled = { "s2s" }"#.to_owned(),
-            r#"authentication = "internal_hashed"; storage = "internal""#.to_owned(),
-            // The room archive's quota (internal storage: 10000 per room by default, then it
-            // truncates): the backlog benchmarks put more than that through one room.
-            "storage_archive_item_limit = 1000000".to_owned(),
-            format!(
-                r#"log = {{ {{ levels = {{ min = "{}" }}; to = "file"; filename = "/dev/stderr"; timestamps = "%H:%M:%S" }} }}"#,
-                if s.debug { "debug" } else { "info" }
-            ),
-            // Test only: plaintext on loopback.
-            "c2s_require_encryption = false; allow_unencrypted_plain_auth = true".to_owned(),
-        ];
-        if !s.admins.is_empty() {
-            let admins: Vec<String> = s.admins.iter().map(|a| lua_string(a)).collect();
-            lines.push(format!("admins = {{ {} }}", admins.join("; ")));
-        }
-        lines.extend(s.global.iter().cloned());
-        lines.push(format!("VirtualHost {}", lua_string(&s.vhost)));
-        lines.push(format!("Component {} \"muc\"", lua_string(&s.muc)));
-        lines.extend(
-            [
-                r#"modules_enabled = { "muc_mam" }"#,
-                "restrict_room_creation = false",
-                // Required: with the default (true) a room created by a join stays locked
-                // until its owner submits a configuration.
-                "muc_room_locking = false",
-                "muc_room_default_persistent = true",
-            ]
-            .map(|l| format!("  {l}")),
+        let text = config::render(
+            &self.settings,
+            &self.dir.0,
+            self.c2s_port,
+            self.component_port,
         );
-        lines.extend(s.muc_options.iter().map(|l| format!("  {l}")));
-        lines.push(format!("Component {}", lua_string(&s.component)));
-        lines.push(format!("  component_secret = {}", lua_string(&s.secret)));
-        std::fs::write(&self.config, lines.join("\n") + "\n").expect("prosody config written");
+        std::fs::write(&self.config, text).expect("prosody config written");
     }
 
     /// Starts the process and waits until both ports are bound and a client stream gets its
@@ -527,7 +463,7 @@ impl Prosody {
                 });
             }
         }
-        if let Err(e) = probe_c2s(self.c2s_port, &self.settings.vhost, deadline) {
+        if let Err(e) = stream::probe_c2s(self.c2s_port, &self.settings.vhost, deadline) {
             process.stop();
             return Err(Launch::Failed(format!(
                 "prosody bound port {} but its client stream {e}; log tail:\n{}",
@@ -547,101 +483,6 @@ impl Drop for Prosody {
             process.stop();
         }
     }
-}
-
-/// Opens a client stream and reads until the server's stream features, or fails with what
-/// happened instead.
-fn probe_c2s(port: u16, vhost: &str, deadline: Instant) -> Result<(), String> {
-    let mut stream =
-        TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("refused: {e}"))?;
-    let header = format!(
-        "<?xml version='1.0'?><stream:stream to='{vhost}' xmlns='jabber:client' \
-         xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
-    );
-    stream
-        .write_all(header.as_bytes())
-        .map_err(|e| format!("refused the header: {e}"))?;
-    read_until(&mut stream, deadline, |t| t.contains("</stream:features>"))?;
-    let _ = stream.write_all(b"</stream:stream>");
-    Ok(())
-}
-
-/// Reads from `stream` until what came so far satisfies `done`, or the deadline passes.
-fn read_until(
-    stream: &mut TcpStream,
-    deadline: Instant,
-    done: impl Fn(&str) -> bool,
-) -> Result<String, String> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let text = String::from_utf8_lossy(&got).into_owned();
-        if done(&text) {
-            return Ok(text);
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(format!("no answer in time; got: {text}"));
-        }
-        stream
-            .set_read_timeout(Some(left))
-            .map_err(|e| format!("socket: {e}"))?;
-        match stream.read(&mut buf) {
-            Ok(0) => return Err(format!("closed; got: {text}")),
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) => return Err(format!("read failed ({e}); got: {text}")),
-        }
-    }
-}
-
-/// The `id` attribute of the server's stream header, once the whole header arrived.
-fn stream_id(text: &str) -> Option<String> {
-    let start = text.find("<stream:stream")?;
-    let header = &text[start..start + text[start..].find('>')?];
-    let at = header.find(" id=")? + 4;
-    let quote = header[at..].chars().next()?;
-    let value = &header[at + 1..];
-    Some(value[..value.find(quote)?].to_owned())
-}
-
-/// SHA-1 of `text` in lower-case hex, by coreutils' `sha1sum` (the text through its standard
-/// input, so a secret never shows in a process list).
-fn sha1_hex(text: &str) -> String {
-    use std::process::Stdio;
-    let mut child = Command::new("sha1sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("sha1sum (coreutils) runs");
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(text.as_bytes())
-        .expect("sha1sum reads");
-    let out = child.wait_with_output().expect("sha1sum finishes");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .next()
-        .expect("sha1sum prints a digest")
-        .to_owned()
-}
-
-/// `s` as a double-quoted Lua string literal, whatever it holds.
-fn lua_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for b in s.bytes() {
-        match b {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            0x20..=0x7e => out.push(b as char),
-            // Control bytes and UTF-8 alike, byte by byte: Lua strings are bytes.
-            _ => out.push_str(&format!("\\{b:03}")),
-        }
-    }
-    out.push('"');
-    out
 }
 
 fn signal(pid: u32, signal: nix::sys::signal::Signal) {
@@ -667,36 +508,4 @@ fn tool(var: &str, default: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-#[cfg(test)]
-mod tests {
-    use super::lua_string;
-
-    #[test]
-    fn the_stream_id_is_read_from_either_quote_style_once_the_header_is_whole() {
-        let header = "<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' from='mesh.hub.lan' id='a-1'>";
-        assert_eq!(super::stream_id(header).as_deref(), Some("a-1"));
-        assert_eq!(
-            super::stream_id(r#"<stream:stream id="b2" from="x">"#).as_deref(),
-            Some("b2")
-        );
-        assert_eq!(super::stream_id("<stream:stream id='half"), None);
-    }
-
-    #[test]
-    fn sha1_hex_matches_a_known_digest() {
-        assert_eq!(
-            super::sha1_hex("abc"),
-            "a9993e364706816aba3e25717850c26c9cd0d89d"
-        );
-    }
-
-    #[test]
-    fn lua_strings_escape_quotes_backslashes_and_control_bytes() {
-        assert_eq!(lua_string("hub.lan"), r#""hub.lan""#);
-        assert_eq!(lua_string(r#"a"b\c"#), r#""a\"b\\c""#);
-        assert_eq!(lua_string("x\ny"), r#""x\010y""#);
-        assert_eq!(lua_string("é"), r#""\195\169""#);
-    }
 }
