@@ -387,6 +387,9 @@ fn restart_keeps_the_persistent_room_and_its_archive() {
     // Killed this time: nothing flushed on the way out.
     prosody.kill();
     alice.wait_for(WAIT, |e| matches!(e, XmppEvent::Disconnected { .. }));
+    let away = XmppUser::try_connect(&prosody, "bob", "pw", UserOptions::default())
+        .expect_err("nobody listens");
+    assert!(away.contains("cannot connect"), "{away}");
     prosody.start_again();
 
     let bob = XmppUser::connect(&prosody, "bob", "pw");
