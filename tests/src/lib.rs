@@ -4,6 +4,8 @@
 
 pub mod bridge;
 pub mod mosquitto;
+pub mod prosody;
+pub mod xmpp_user;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -437,6 +439,12 @@ impl Watched {
         limit: Duration,
     ) -> Result<(std::time::Instant, String), mpsc::RecvTimeoutError> {
         self.out.recv_timeout(limit)
+    }
+
+    /// The next standard error line within `limit` (an error when none came, or the child
+    /// closed its standard error).
+    pub fn next_log_line(&self, limit: Duration) -> Result<String, mpsc::RecvTimeoutError> {
+        self.err.recv_timeout(limit)
     }
 
     /// Waits at most `limit` for a standard error line that `pick` accepts, skipping others.
