@@ -155,6 +155,25 @@ impl RadioInfo {
         Ok(())
     }
 
+    /// Whether the radio takes PKI direct messages from its client proxy: the firmware
+    /// subscribes to `<root>/2/e/PKI/+` when any channel has downlink on
+    /// (`MQTT::sendSubscriptions`).
+    pub fn accepts_pki_relay(&self) -> Result<(), String> {
+        let proxy = self
+            .mqtt()
+            .is_some_and(|m| m.enabled && m.proxy_to_client_enabled);
+        if !proxy {
+            return Err("its MQTT client proxy is off (meshtastic --set mqtt.enabled true --set mqtt.proxy_to_client_enabled true)".into());
+        }
+        if !self
+            .active_channels()
+            .any(|c| c.settings.as_ref().is_some_and(|s| s.downlink_enabled))
+        {
+            return Err("downlink is off on every channel, so it takes no PKI direct messages (meshtastic --ch-index 0 --ch-set downlink_enabled true)".into());
+        }
+        Ok(())
+    }
+
     /// Whether the radio publishes what it hears on `channel` through its client proxy (MQTT
     /// uplink), which is how a gateway gets every packet, direct messages between other nodes
     /// included; without it, only broadcasts and the radio's own messages reach its client.

@@ -8,6 +8,11 @@ use mesh_core::{DeliveryStatus, Envelope, NodeId, Packet, Topic, TopicChannel, T
 
 use super::super::info::RadioInfo;
 
+/// The firmware's pseudo-channel of PKI direct messages on MQTT (`<root>/2/e/PKI/!gw`): the
+/// radio takes such a packet from any downlink when it knows both of its ends, and decrypts it
+/// only if it is the recipient; everyone else relays it as it is.
+pub const PKI_CHANNEL: &str = "PKI";
+
 /// A relayed packet and where it goes.
 #[derive(Debug)]
 pub(super) struct Relay {
@@ -25,7 +30,13 @@ pub(super) struct Relay {
 /// (unreachable: an operator can fix it while the message waits), or a channel key that differs
 /// from the one the packet was encrypted with (rejected: the radio would drop it silently).
 pub(super) fn relay_message(info: &RadioInfo, relay: &Relay) -> Result<Bytes, DeliveryStatus> {
-    if let Err(why) = info.accepts_relay_on(&relay.channel) {
+    let pki = relay.channel == PKI_CHANNEL;
+    let accepts = if pki {
+        info.accepts_pki_relay()
+    } else {
+        info.accepts_relay_on(&relay.channel)
+    };
+    if let Err(why) = accepts {
         return Err(DeliveryStatus::unreachable(format!(
             "radio cannot take relayed traffic: {why}"
         )));
@@ -34,7 +45,7 @@ pub(super) fn relay_message(info: &RadioInfo, relay: &Relay) -> Result<Bytes, De
         .active_channels()
         .find(|c| info.channel_name(c) == relay.channel)
         .map(|c| mesh_core::channel::channel_hash(&relay.channel, &info.channel_psk(c).expand()));
-    if radio_hash.is_some_and(|h| u32::from(h) != relay.packet.channel()) {
+    if !pki && radio_hash.is_some_and(|h| u32::from(h) != relay.packet.channel()) {
         return Err(DeliveryStatus::rejected(format!(
             "the radio's key for channel `{}` differs from the configured one",
             relay.channel

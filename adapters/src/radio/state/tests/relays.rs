@@ -98,6 +98,42 @@ fn a_relayed_packet_enters_as_mqtt_downlink_and_keeps_its_sender_and_id() {
 }
 
 #[test]
+fn a_pki_direct_message_enters_on_the_pki_topic_as_it_is() {
+    let t0 = Instant::now();
+    let mut s = ready_for_relay(t0, true);
+    // Opaque to the gateway: ciphertext only its recipient reads, channel 0.
+    let mut p = relayed(0x1111, 501);
+    p.meta_mut().to = 0x4444;
+    p.meta_mut().channel = 0;
+    let out = s.relay(10, p.clone(), "PKI", NodeId::new(0xa7c4_0001), 0, t0);
+    let Some(to_radio::PayloadVariant::MqttClientProxyMessage(m)) =
+        writes(&out)[0].payload_variant.clone()
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(m.topic, "msh/2/e/PKI/!a7c40001");
+    let Some(proto::mqtt_client_proxy_message::PayloadVariant::Data(env)) = m.payload_variant
+    else {
+        panic!()
+    };
+    let env = proto::ServiceEnvelope::decode(&env[..]).unwrap();
+    assert_eq!(env.channel_id, "PKI");
+    let inner = env.packet.unwrap();
+    assert_eq!((inner.from, inner.to, inner.channel), (0x1111, 0x4444, 0));
+
+    // Without downlink on any channel the radio takes no PKI either: the row waits.
+    let mut s = ready_for_relay(t0, false);
+    let out = s.relay(11, p, "PKI", NodeId::new(0xa7c4_0001), 0, t0);
+    assert!(
+        matches!(
+            outcomes(&out).as_slice(),
+            [(11, DeliveryStatus::Unreachable { .. })]
+        ),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn what_the_radio_publishes_on_its_uplink_comes_out_encrypted_with_its_channel() {
     let t0 = Instant::now();
     let mut s = ready_for_relay(t0, true);
