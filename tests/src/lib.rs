@@ -355,9 +355,32 @@ short_name = "DANA"
 // ---- Helpers for the relay tests (tests/relay.rs): processes watched on both outputs, free
 // ports, and Archipel's own radio link as an in-process observer and injector. ----
 
-/// A free loopback TCP port: bound on port 0, read, and released, so a process started next
-/// can take it (and take it again after a restart).
+/// A free loopback TCP port for a server a test starts, released so that process can take it
+/// (and take it again after a restart).
+///
+/// Taken below the kernel's ephemeral range (`ip_local_port_range`), not from `bind(0)`: the
+/// suite opens thousands of outgoing connections, each on an ephemeral port, and one of them
+/// could take a port handed out here before its server binds it. Each test process starts at
+/// its own place in the range (from its pid) and moves on, checking that the port binds.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|&first| first > LOW + 1_000)
+        .unwrap_or(32_768);
+    let span = high - LOW;
+    let start = std::process::id().wrapping_mul(2_654_435_761) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = LOW + (start + n) % span;
+        let port = u16::try_from(port).expect("below 65536");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free loopback port")
