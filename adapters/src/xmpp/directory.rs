@@ -67,7 +67,9 @@ impl Directory {
     pub(crate) fn goodbye(&self) -> Vec<Stanza> {
         let mut out = Vec::new();
         for (local, followers) in &self.followers {
-            let Some(from) = self.jid(local) else { continue };
+            let Some(from) = self.jid(local) else {
+                continue;
+            };
             for follower in followers {
                 if let Ok(to) = Jid::new(follower) {
                     out.push(stanza::unavailable(from.clone(), to));
@@ -91,7 +93,12 @@ impl Directory {
     }
 
     /// A user's presence to `to_local@domain`.
-    pub(crate) fn presence(&mut self, from: &Jid, to_local: &str, kind: &PresenceType) -> Vec<Stanza> {
+    pub(crate) fn presence(
+        &mut self,
+        from: &Jid,
+        to_local: &str,
+        kind: &PresenceType,
+    ) -> Vec<Stanza> {
         let Some(us) = self.jid(to_local) else {
             return Vec::new();
         };
@@ -104,7 +111,11 @@ impl Directory {
                     .entry(to_local.to_owned())
                     .or_default()
                     .insert(follower);
-                let mut out = vec![stanza::presence_of(PresenceType::Subscribed, us.clone(), back.clone())];
+                let mut out = vec![stanza::presence_of(
+                    PresenceType::Subscribed,
+                    us.clone(),
+                    back.clone(),
+                )];
                 out.extend(known.map(|c| stanza::contact_presence(us, back, c)));
                 out
             }
@@ -137,7 +148,15 @@ impl Directory {
     }
 
     /// An iq get/set to `to_local@domain` (`""`: the bare domain): the answer.
-    pub(crate) fn request(&self, from: Jid, to: Jid, to_local: &str, id: String, get: bool, payload: &Element) -> Stanza {
+    pub(crate) fn request(
+        &self,
+        from: Jid,
+        to: Jid,
+        to_local: &str,
+        id: String,
+        get: bool,
+        payload: &Element,
+    ) -> Stanza {
         let contact = self.contacts.get(to_local);
         let unknown = !to_local.is_empty() && contact.is_none();
         if get && payload.is("ping", ns::PING) {
@@ -145,7 +164,12 @@ impl Directory {
         }
         if get && payload.is("query", ns::DISCO_INFO) {
             if to_local.is_empty() {
-                let info = stanza::disco_info("gateway", "meshtastic", "Archipel mesh gateway", &DOMAIN_FEATURES);
+                let info = stanza::disco_info(
+                    "gateway",
+                    "meshtastic",
+                    "Archipel mesh gateway",
+                    &DOMAIN_FEATURES,
+                );
                 return stanza::iq_result(to, from, id, Some(info));
             }
             if let Some(c) = contact {
@@ -158,23 +182,39 @@ impl Directory {
         if get && payload.is("query", ns::DISCO_ITEMS) && !unknown {
             return stanza::iq_result(to, from, id, Some(stanza::disco_items()));
         }
-        if get && payload.is("vCard", ns::VCARD) {
-            if let Some(c) = contact {
-                return stanza::iq_result(to, from, id, Some(stanza::vcard(c)));
-            }
+        if get
+            && payload.is("vCard", ns::VCARD)
+            && let Some(c) = contact
+        {
+            return stanza::iq_result(to, from, id, Some(stanza::vcard(c)));
         }
         if unknown {
-            return stanza::iq_error(to, from, id, ErrorCondition::ItemNotFound, &format!("no node {to_local} here"));
+            return stanza::iq_error(
+                to,
+                from,
+                id,
+                ErrorCondition::ItemNotFound,
+                &format!("no node {to_local} here"),
+            );
         }
-        stanza::iq_error(to, from, id, ErrorCondition::ServiceUnavailable, "not offered here")
+        stanza::iq_error(
+            to,
+            from,
+            id,
+            ErrorCondition::ServiceUnavailable,
+            "not offered here",
+        )
     }
-
 }
 
 /// Our local part of `jid` when it is on `domain` (`""` for the bare domain).
 pub(crate) fn our_local(jid: &Jid, domain: &str) -> Option<String> {
     let bare: BareJid = jid.to_bare();
-    (bare.domain().as_str() == domain).then(|| bare.node().map(|n| n.as_str().to_owned()).unwrap_or_default())
+    (bare.domain().as_str() == domain).then(|| {
+        bare.node()
+            .map(|n| n.as_str().to_owned())
+            .unwrap_or_default()
+    })
 }
 
 #[cfg(test)]
@@ -202,7 +242,11 @@ mod tests {
     fn a_subscription_is_approved_and_followed_by_presence_updates() {
         let mut d = Directory::new("mesh.hub.lan");
         d.set(node("!a1b2c3d4"));
-        let out = d.presence(&jid("alice@hub.lan/phone"), "!a1b2c3d4", &PresenceType::Subscribe);
+        let out = d.presence(
+            &jid("alice@hub.lan/phone"),
+            "!a1b2c3d4",
+            &PresenceType::Subscribe,
+        );
         let kinds: Vec<PresenceType> = out
             .into_iter()
             .map(|s| match s {
@@ -218,17 +262,31 @@ mod tests {
             panic!("one presence: {update:?}")
         };
         let p: &Presence = p;
-        assert_eq!(p.to.as_ref().map(|j| j.to_string()).as_deref(), Some("alice@hub.lan"));
+        assert_eq!(
+            p.to.as_ref().map(|j| j.to_string()).as_deref(),
+            Some("alice@hub.lan")
+        );
         assert_eq!(p.show, None);
     }
 
     #[test]
     fn unknown_nodes_refuse_subscriptions_and_answer_item_not_found() {
         let mut d = Directory::new("mesh.hub.lan");
-        let out = d.presence(&jid("alice@hub.lan/phone"), "!ffffffff", &PresenceType::Subscribe);
+        let out = d.presence(
+            &jid("alice@hub.lan/phone"),
+            "!ffffffff",
+            &PresenceType::Subscribe,
+        );
         assert!(matches!(&out[..], [Stanza::Presence(p)] if p.type_ == PresenceType::Unsubscribed));
         let vcard = Element::builder("vCard", ns::VCARD).build();
-        let answer = d.request(jid("alice@hub.lan/phone"), jid("!ffffffff@mesh.hub.lan"), "!ffffffff", "q1".into(), true, &vcard);
+        let answer = d.request(
+            jid("alice@hub.lan/phone"),
+            jid("!ffffffff@mesh.hub.lan"),
+            "!ffffffff",
+            "q1".into(),
+            true,
+            &vcard,
+        );
         assert!(matches!(answer, Stanza::Iq(Iq::Error { .. })));
     }
 
@@ -237,27 +295,59 @@ mod tests {
         let mut d = Directory::new("mesh.hub.lan");
         d.set(node("!a1b2c3d4"));
         let vcard = Element::builder("vCard", ns::VCARD).build();
-        let Stanza::Iq(Iq::Result { payload: Some(card), .. }) =
-            d.request(jid("alice@hub.lan/phone"), jid("!a1b2c3d4@mesh.hub.lan"), "!a1b2c3d4", "q1".into(), true, &vcard)
+        let Stanza::Iq(Iq::Result {
+            payload: Some(card),
+            ..
+        }) = d.request(
+            jid("alice@hub.lan/phone"),
+            jid("!a1b2c3d4@mesh.hub.lan"),
+            "!a1b2c3d4",
+            "q1".into(),
+            true,
+            &vcard,
+        )
         else {
             panic!("no vCard")
         };
-        assert_eq!(card.get_child("FN", ns::VCARD).map(|e| e.text()).as_deref(), Some("Harbour Relay"));
+        assert_eq!(
+            card.get_child("FN", ns::VCARD).map(|e| e.text()).as_deref(),
+            Some("Harbour Relay")
+        );
         let disco = Element::builder("query", ns::DISCO_INFO).build();
-        let Stanza::Iq(Iq::Result { payload: Some(info), .. }) =
-            d.request(jid("alice@hub.lan/phone"), jid("mesh.hub.lan"), "", "q2".into(), true, &disco)
+        let Stanza::Iq(Iq::Result {
+            payload: Some(info),
+            ..
+        }) = d.request(
+            jid("alice@hub.lan/phone"),
+            jid("mesh.hub.lan"),
+            "",
+            "q2".into(),
+            true,
+            &disco,
+        )
         else {
             panic!("no disco")
         };
-        let identity = info.get_child("identity", ns::DISCO_INFO).expect("identity");
-        assert_eq!((identity.attr("category"), identity.attr("type")), (Some("gateway"), Some("meshtastic")));
+        let identity = info
+            .get_child("identity", ns::DISCO_INFO)
+            .expect("identity");
+        assert_eq!(
+            (identity.attr("category"), identity.attr("type")),
+            (Some("gateway"), Some("meshtastic"))
+        );
         assert_eq!(info.children().filter(|c| c.name() == "feature").count(), 4);
     }
 
     #[test]
     fn our_local_reads_only_our_domain() {
-        assert_eq!(our_local(&jid("!a1b2c3d4@mesh.hub.lan/x"), "mesh.hub.lan").as_deref(), Some("!a1b2c3d4"));
-        assert_eq!(our_local(&jid("mesh.hub.lan"), "mesh.hub.lan").as_deref(), Some(""));
+        assert_eq!(
+            our_local(&jid("!a1b2c3d4@mesh.hub.lan/x"), "mesh.hub.lan").as_deref(),
+            Some("!a1b2c3d4")
+        );
+        assert_eq!(
+            our_local(&jid("mesh.hub.lan"), "mesh.hub.lan").as_deref(),
+            Some("")
+        );
         assert_eq!(our_local(&jid("alice@hub.lan"), "mesh.hub.lan"), None);
     }
 }

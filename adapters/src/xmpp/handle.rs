@@ -252,7 +252,13 @@ impl XmppHandle {
     /// `Delivered` only once the room reflected the message (matched on the id it sent);
     /// `Unreachable` while the stream is down or the room is not joined; `Rejected` when the
     /// room refused it; `Failed` when no reflection came in time.
-    pub async fn say(&self, room: &str, from_local: &str, nick: &str, body: String) -> DeliveryStatus {
+    pub async fn say(
+        &self,
+        room: &str,
+        from_local: &str,
+        nick: &str,
+        body: String,
+    ) -> DeliveryStatus {
         let (reply, outcome) = oneshot::channel();
         let request = Request::Say {
             room: room.to_owned(),
@@ -288,7 +294,14 @@ impl XmppHandle {
     }
 
     /// A message error from `from_local@domain` to `to` about message `id`, with `text`.
-    pub fn error(&self, from_local: &str, to: &str, id: Option<&str>, condition: ErrorCondition, text: &str) {
+    pub fn error(
+        &self,
+        from_local: &str,
+        to: &str,
+        id: Option<&str>,
+        condition: ErrorCondition,
+        text: &str,
+    ) {
         let _ = self.requests.send(Request::Error {
             local: from_local.to_owned(),
             to: to.to_owned(),
@@ -318,8 +331,13 @@ impl XmppHandle {
         }
     }
 
-    async fn ask(&self, request: Request, outcome: oneshot::Receiver<DeliveryStatus>) -> DeliveryStatus {
-        let stopped = || DeliveryStatus::unreachable(LinkStopped(self.name.to_string()).to_string());
+    async fn ask(
+        &self,
+        request: Request,
+        outcome: oneshot::Receiver<DeliveryStatus>,
+    ) -> DeliveryStatus {
+        let stopped =
+            || DeliveryStatus::unreachable(LinkStopped(self.name.to_string()).to_string());
         if self.requests.send(request).is_err() {
             return stopped();
         }
@@ -337,7 +355,8 @@ pub fn spawn(config: XmppConfig) -> (XmppHandle, mpsc::Receiver<XmppEvent>) {
     let (events, event_rx) = mpsc::channel(config.event_capacity.max(1));
     let (lifecycle_tx, lifecycle) = watch::channel(Lifecycle::Connecting { attempt: 0 });
     let counters = Arc::new(XmppCounters::default());
-    let span = info_span!("xmpp", name = %config.name, server = %config.server, domain = %config.domain);
+    let span =
+        info_span!("xmpp", name = %config.name, server = %config.server, domain = %config.domain);
     let name: Arc<str> = config.name.clone().into();
     let link = Link::new(config, request_rx, events, lifecycle_tx, counters.clone());
     let task = tokio::spawn(link.run().instrument(span));

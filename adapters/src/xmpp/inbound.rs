@@ -31,14 +31,23 @@ impl Link {
     pub(super) fn inbound(&mut self, s: Stanza, out: &mut Vec<Stanza>) {
         let now = std::time::Instant::now();
         match parse::read(s, &self.config.rooms) {
-            Inbound::Room { room, nick, to, what } => {
+            Inbound::Room {
+                room,
+                nick,
+                to,
+                what,
+            } => {
                 let Some(who) = self.who(&to) else { return };
                 if !self.rooms.is_kept(&room) {
                     return;
                 }
                 let actions = match what {
-                    RoomPresence::SelfJoined { created } => self.rooms.joined(&room, &who, &nick, created, now),
-                    RoomPresence::SelfLeft { codes } => self.rooms.left(&room, &who, &nick, &codes, now),
+                    RoomPresence::SelfJoined { created } => {
+                        self.rooms.joined(&room, &who, &nick, created, now)
+                    }
+                    RoomPresence::SelfLeft { codes } => {
+                        self.rooms.left(&room, &who, &nick, &codes, now)
+                    }
                     RoomPresence::Error { condition, text } => {
                         self.rooms.join_refused(&room, &who, &condition, &text, now)
                     }
@@ -57,7 +66,14 @@ impl Link {
                 };
                 self.apply(actions, out);
             }
-            Inbound::Groupchat { room, nick, to, id, body, delayed } => {
+            Inbound::Groupchat {
+                room,
+                nick,
+                to,
+                id,
+                body,
+                delayed,
+            } => {
                 if let Some(settled) = id.as_deref().and_then(|id| self.rooms.reflected(id)) {
                     self.apply(vec![settled], out);
                 }
@@ -73,7 +89,12 @@ impl Link {
                     let bounce_to = real_jid.as_deref().and_then(|j| Jid::new(j).ok());
                     let why = self.too_long(&format!("{nick} in room `{room}`"), body.len());
                     if let (Some(to), Some(from)) = (bounce_to, self.node_jid("bridge")) {
-                        out.push(stanza::message_error(from, to, id.as_deref(), ErrorCondition::NotAcceptable.to_error(&why)));
+                        out.push(stanza::message_error(
+                            from,
+                            to,
+                            id.as_deref(),
+                            ErrorCondition::NotAcceptable.to_error(&why),
+                        ));
                     }
                     return;
                 }
@@ -85,17 +106,38 @@ impl Link {
                     body,
                 }));
             }
-            Inbound::MessageError { id, condition, text, .. } => {
-                if let Some(settled) = id.as_deref().and_then(|id| self.rooms.message_refused(id, &condition, &text)) {
+            Inbound::MessageError {
+                id,
+                condition,
+                text,
+                ..
+            } => {
+                if let Some(settled) = id
+                    .as_deref()
+                    .and_then(|id| self.rooms.message_refused(id, &condition, &text))
+                {
                     self.apply(vec![settled], out);
                 }
             }
-            Inbound::Chat { from, to, id, body, wants_receipt } => {
-                let Some(to_local) = our_local(&to, &self.config.domain) else { return };
+            Inbound::Chat {
+                from,
+                to,
+                id,
+                body,
+                wants_receipt,
+            } => {
+                let Some(to_local) = our_local(&to, &self.config.domain) else {
+                    return;
+                };
                 if body.len() > self.config.max_body {
                     let why = self.too_long(&from.to_string(), body.len());
                     let error = ErrorCondition::NotAcceptable.to_error(&why);
-                    out.push(stanza::message_error(to.to_bare().into(), from, id.as_deref(), error));
+                    out.push(stanza::message_error(
+                        to.to_bare().into(),
+                        from,
+                        id.as_deref(),
+                        error,
+                    ));
                     return;
                 }
                 self.emit(XmppEvent::Chat(ChatMessage {
@@ -106,13 +148,30 @@ impl Link {
                     wants_receipt,
                 }));
             }
-            Inbound::Request { from, to, id, get, payload } => {
-                let Some(to_local) = our_local(&to, &self.config.domain) else { return };
-                out.push(self.directory.request(from, to, &to_local, id, get, &payload));
+            Inbound::Request {
+                from,
+                to,
+                id,
+                get,
+                payload,
+            } => {
+                let Some(to_local) = our_local(&to, &self.config.domain) else {
+                    return;
+                };
+                out.push(
+                    self.directory
+                        .request(from, to, &to_local, id, get, &payload),
+                );
             }
-            Inbound::Answer { id, condition, text } => self.answer(&id, condition.as_deref(), &text, out),
+            Inbound::Answer {
+                id,
+                condition,
+                text,
+            } => self.answer(&id, condition.as_deref(), &text, out),
             Inbound::Presence { from, to, kind } => {
-                let Some(to_local) = our_local(&to, &self.config.domain) else { return };
+                let Some(to_local) = our_local(&to, &self.config.domain) else {
+                    return;
+                };
                 out.extend(self.directory.presence(&from, &to_local, &kind));
             }
             Inbound::Ignored => {}
@@ -149,12 +208,16 @@ impl Link {
             match condition {
                 None => debug!(%room, "room configured"),
                 Some(c) => self.emit(XmppEvent::Problem(
-                    format!("room `{room}` could not be configured: {c} {text}").trim_end().to_owned(),
+                    format!("room `{room}` could not be configured: {c} {text}")
+                        .trim_end()
+                        .to_owned(),
                 )),
             }
             return;
         }
-        let actions = self.rooms.ping_answered(id, condition, std::time::Instant::now());
+        let actions = self
+            .rooms
+            .ping_answered(id, condition, std::time::Instant::now());
         self.apply(actions, out);
     }
 
@@ -167,21 +230,45 @@ impl Link {
                 let actions = self.rooms.keep(spec, now);
                 self.apply(actions, out);
             }
-            Request::Say { room, local, nick, body, reply } => {
-                if self.who_jid(&Who::Node(local.clone())).is_none() || self.room_jid(&room, Some(&nick)).is_none() {
-                    let why = format!("`{local}` as `{nick}` in `{room}` does not make a valid JID");
+            Request::Say {
+                room,
+                local,
+                nick,
+                body,
+                reply,
+            } => {
+                if self.who_jid(&Who::Node(local.clone())).is_none()
+                    || self.room_jid(&room, Some(&nick)).is_none()
+                {
+                    let why =
+                        format!("`{local}` as `{nick}` in `{room}` does not make a valid JID");
                     return self.settle(reply, DeliveryStatus::rejected(why));
                 }
                 let actions = self.rooms.say(&room, &local, &nick, body, reply, now);
                 self.apply(actions, out);
             }
-            Request::Chat { local, to, body, reply } => {
+            Request::Chat {
+                local,
+                to,
+                body,
+                reply,
+            } => {
                 let (Some(from), Ok(to_jid)) = (self.node_jid(&local), Jid::new(&to)) else {
-                    return self.settle(reply, DeliveryStatus::rejected(format!("`{local}` → `{to}` is not a valid JID pair")));
+                    return self.settle(
+                        reply,
+                        DeliveryStatus::rejected(format!(
+                            "`{local}` → `{to}` is not a valid JID pair"
+                        )),
+                    );
                 };
                 let domain: Jid = match Jid::new(to_jid.domain().as_str()) {
                     Ok(d) => d,
-                    Err(_) => return self.settle(reply, DeliveryStatus::rejected(format!("`{to}` has no domain"))),
+                    Err(_) => {
+                        return self.settle(
+                            reply,
+                            DeliveryStatus::rejected(format!("`{to}` has no domain")),
+                        );
+                    }
                 };
                 let message_id = self.rooms.fresh_id();
                 out.push(stanza::chat(from, to_jid, message_id, body));
@@ -196,9 +283,20 @@ impl Link {
                     out.push(stanza::receipt(from, to, &id));
                 }
             }
-            Request::Error { local, to, id, condition, text } => {
+            Request::Error {
+                local,
+                to,
+                id,
+                condition,
+                text,
+            } => {
                 if let (Some(from), Ok(to)) = (self.node_jid(&local), Jid::new(&to)) {
-                    out.push(stanza::message_error(from, to, id.as_deref(), condition.to_error(&text)));
+                    out.push(stanza::message_error(
+                        from,
+                        to,
+                        id.as_deref(),
+                        condition.to_error(&text),
+                    ));
                 }
             }
             Request::SetContact(contact) => out.extend(self.directory.set(contact)),
@@ -212,7 +310,10 @@ impl Link {
             .joined_occupants()
             .into_iter()
             .filter_map(|(room, who, nick)| {
-                Some(stanza::unavailable(self.who_jid(&who)?, self.room_jid(&room, Some(&nick))?))
+                Some(stanza::unavailable(
+                    self.who_jid(&who)?,
+                    self.room_jid(&room, Some(&nick))?,
+                ))
             })
             .collect()
     }

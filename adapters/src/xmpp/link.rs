@@ -114,7 +114,11 @@ impl Link {
             rooms: Rooms::new(&config.bridge_nick, timings, prefix),
             directory: Directory::new(&config.domain),
             chats: Pending::new(config.ping_timeout),
-            backoff: Backoff::new(config.backoff_initial, config.backoff_max, config.stable_after),
+            backoff: Backoff::new(
+                config.backoff_initial,
+                config.backoff_max,
+                config.stable_after,
+            ),
             config,
             requests,
             events,
@@ -156,7 +160,10 @@ impl Link {
                 None => break,
             };
             let delay = self.backoff.next_delay(lasted, self.rng.random::<f64>());
-            debug!(retry_in_ms = delay.as_millis() as u64, "XMPP link backing off");
+            debug!(
+                retry_in_ms = delay.as_millis() as u64,
+                "XMPP link backing off"
+            );
             let until = Instant::now() + delay;
             self.lifecycle.send_replace(Lifecycle::Backoff {
                 until: until.into_std(),
@@ -301,7 +308,10 @@ impl Link {
                 Ok(())
             }
             Ok(Err(e)) => Err(format!("sending to the XMPP server failed: {e}")),
-            Err(_) => Err(format!("a send to the XMPP server took over {}s", SEND_LIMIT.as_secs())),
+            Err(_) => Err(format!(
+                "a send to the XMPP server took over {}s",
+                SEND_LIMIT.as_secs()
+            )),
         }
     }
 
@@ -322,7 +332,10 @@ impl Link {
         let actions = self.rooms.tick(now);
         self.apply(actions, out);
         for entry in self.chats.expired(now) {
-            let why = format!("the server did not confirm the chat to {} in time", entry.tag);
+            let why = format!(
+                "the server did not confirm the chat to {} in time",
+                entry.tag
+            );
             self.settle(entry.waiter, DeliveryStatus::failed(why));
         }
     }
@@ -372,7 +385,11 @@ impl Link {
     }
 
     /// Carries out what the rooms decided.
-    pub(super) fn apply(&mut self, actions: Vec<Action<oneshot::Sender<DeliveryStatus>>>, out: &mut Vec<Stanza>) {
+    pub(super) fn apply(
+        &mut self,
+        actions: Vec<Action<oneshot::Sender<DeliveryStatus>>>,
+        out: &mut Vec<Stanza>,
+    ) {
         for action in actions {
             match action {
                 Action::Join { room, who, nick } => {
@@ -383,16 +400,23 @@ impl Link {
                     }
                 }
                 Action::Configure { room } => {
-                    let (Some(from), Some(to), Some(spec)) =
-                        (self.who_jid(&Who::Bridge), self.room_jid(&room, None), self.rooms.spec(&room))
-                    else {
+                    let (Some(from), Some(to), Some(spec)) = (
+                        self.who_jid(&Who::Bridge),
+                        self.room_jid(&room, None),
+                        self.rooms.spec(&room),
+                    ) else {
                         continue;
                     };
                     let id = self.rooms.fresh_id();
                     out.push(stanza::configure(from, to, &spec, id.clone()));
                     self.configuring.insert(id, room);
                 }
-                Action::Say { room, local, id, body } => {
+                Action::Say {
+                    room,
+                    local,
+                    id,
+                    body,
+                } => {
                     if let (Some(from), Some(to)) =
                         (self.who_jid(&Who::Node(local)), self.room_jid(&room, None))
                     {
@@ -400,7 +424,10 @@ impl Link {
                     }
                 }
                 Action::SelfPing { room, nick, id } => {
-                    if let (Some(from), Some(to)) = (self.who_jid(&Who::Bridge), self.room_jid(&room, Some(&nick))) {
+                    if let (Some(from), Some(to)) = (
+                        self.who_jid(&Who::Bridge),
+                        self.room_jid(&room, Some(&nick)),
+                    ) {
                         out.push(stanza::ping(from, to, id));
                     }
                 }
@@ -471,7 +498,10 @@ impl Link {
         }
     }
 
-    fn unstash(&mut self, permit: Result<mpsc::OwnedPermit<XmppEvent>, mpsc::error::SendError<()>>) {
+    fn unstash(
+        &mut self,
+        permit: Result<mpsc::OwnedPermit<XmppEvent>, mpsc::error::SendError<()>>,
+    ) {
         match permit {
             Ok(permit) => {
                 if let Some(event) = self.stash.pop_front() {

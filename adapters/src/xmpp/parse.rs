@@ -322,12 +322,11 @@ mod tests {
 
     fn stanza(xml: &str) -> Stanza {
         let element: Element = xml.parse().expect("test XML");
-        let message = match element.name() {
+        match element.name() {
             "message" => Stanza::Message(Message::try_from(element).expect("message")),
             "presence" => Stanza::Presence(Presence::try_from(element).expect("presence")),
             _ => Stanza::Iq(Iq::try_from(element).expect("iq")),
-        };
-        message
+        }
     }
 
     const NS: &str = "jabber:component:accept";
@@ -364,14 +363,21 @@ mod tests {
         ));
         assert!(matches!(
             read(joined, "rooms.hub.lan"),
-            Inbound::Room { what: RoomPresence::SelfJoined { created: true }, .. }
+            Inbound::Room {
+                what: RoomPresence::SelfJoined { created: true },
+                ..
+            }
         ));
         let kicked = stanza(&format!(
             "<presence xmlns='{NS}' type='unavailable' from='lobby@rooms.hub.lan/archipel' \
              to='bridge@mesh.hub.lan/archipel'><x xmlns='http://jabber.org/protocol/muc#user'>\
              <item role='none'/><status code='307'/><status code='110'/></x></presence>"
         ));
-        let Inbound::Room { what: RoomPresence::SelfLeft { codes }, .. } = read(kicked, "rooms.hub.lan") else {
+        let Inbound::Room {
+            what: RoomPresence::SelfLeft { codes },
+            ..
+        } = read(kicked, "rooms.hub.lan")
+        else {
             panic!("not a departure")
         };
         assert!(codes.contains(&307));
@@ -386,7 +392,12 @@ mod tests {
         let Inbound::Room { what, .. } = read(s, "rooms.hub.lan") else {
             panic!("not a room presence")
         };
-        assert_eq!(what, RoomPresence::Occupant { real_jid: Some("alice@hub.lan".into()) });
+        assert_eq!(
+            what,
+            RoomPresence::Occupant {
+                real_jid: Some("alice@hub.lan".into())
+            }
+        );
     }
 
     #[test]
@@ -395,7 +406,11 @@ mod tests {
             "<presence xmlns='{NS}' type='error' from='lobby@rooms.hub.lan/Amira' to='!a1b2c3d4@mesh.hub.lan/archipel'>\
              <error type='cancel'><conflict xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>"
         ));
-        let Inbound::Room { what: RoomPresence::Error { condition, .. }, .. } = read(s, "rooms.hub.lan") else {
+        let Inbound::Room {
+            what: RoomPresence::Error { condition, .. },
+            ..
+        } = read(s, "rooms.hub.lan")
+        else {
             panic!("not an error")
         };
         assert_eq!(condition, "conflict");
@@ -404,10 +419,16 @@ mod tests {
              <error type='cancel'><not-acceptable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>\
              <text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>not in room</text></error></iq>"
         ));
-        let Inbound::Answer { condition, text, .. } = read(iq, "rooms.hub.lan") else {
+        let Inbound::Answer {
+            condition, text, ..
+        } = read(iq, "rooms.hub.lan")
+        else {
             panic!("not an answer")
         };
-        assert_eq!((condition.as_deref(), text.as_str()), (Some("not-acceptable"), "not in room"));
+        assert_eq!(
+            (condition.as_deref(), text.as_str()),
+            (Some("not-acceptable"), "not in room")
+        );
     }
 
     #[test]
@@ -416,7 +437,12 @@ mod tests {
             "<message xmlns='{NS}' type='chat' from='alice@hub.lan/phone' to='!a1b2c3d4@mesh.hub.lan' id='c1'>\
              <body>hello</body><request xmlns='urn:xmpp:receipts'/></message>"
         ));
-        let Inbound::Chat { body, wants_receipt, .. } = read(s, "rooms.hub.lan") else {
+        let Inbound::Chat {
+            body,
+            wants_receipt,
+            ..
+        } = read(s, "rooms.hub.lan")
+        else {
             panic!("not a chat")
         };
         assert_eq!(body, "hello");

@@ -335,7 +335,8 @@ impl<W> Rooms<W> {
                 let waiting = std::mem::take(&mut occupant.waiting);
                 for (body, waiter) in waiting {
                     let id = self.fresh_id();
-                    self.reflections.insert(id.clone(), room.into(), waiter, now);
+                    self.reflections
+                        .insert(id.clone(), room.into(), waiter, now);
                     out.push(Action::Say {
                         room: room.into(),
                         local: local.clone(),
@@ -351,7 +352,14 @@ impl<W> Rooms<W> {
 
     /// The room says `who` is out (kicked, banned, room closed): join again shortly. A nick
     /// change (status 303) is not a departure.
-    pub(crate) fn left(&mut self, room: &str, who: &Who, nick: &str, codes: &[u16], now: Instant) -> Vec<Action<W>> {
+    pub(crate) fn left(
+        &mut self,
+        room: &str,
+        who: &Who,
+        nick: &str,
+        codes: &[u16],
+        now: Instant,
+    ) -> Vec<Action<W>> {
         if codes.contains(&303) {
             return Vec::new();
         }
@@ -419,15 +427,15 @@ impl<W> Rooms<W> {
         if !matches!(occupant.state, JoinState::Joining { .. }) {
             return out;
         }
-        if condition == "conflict" {
-            if let Some(nick) = occupant.conflict(now) {
-                out.push(Action::Join {
-                    room: room.into(),
-                    who: who.clone(),
-                    nick,
-                });
-                return out;
-            }
+        if condition == "conflict"
+            && let Some(nick) = occupant.conflict(now)
+        {
+            out.push(Action::Join {
+                room: room.into(),
+                who: who.clone(),
+                nick,
+            });
+            return out;
         }
         let why = format!("room `{room}` refused the join: {condition} {text}");
         let why = why.trim_end().to_owned();
@@ -441,7 +449,10 @@ impl<W> Rooms<W> {
             Who::Node(_) => {
                 occupant.state = JoinState::Absent;
                 for (_, waiter) in occupant.waiting.drain(..) {
-                    out.push(Action::Settle(waiter, DeliveryStatus::rejected(why.clone())));
+                    out.push(Action::Settle(
+                        waiter,
+                        DeliveryStatus::rejected(why.clone()),
+                    ));
                 }
             }
         }
@@ -457,7 +468,12 @@ impl<W> Rooms<W> {
     }
 
     /// The room answered our message `id` with an error.
-    pub(crate) fn message_refused(&mut self, id: &str, condition: &str, text: &str) -> Option<Action<W>> {
+    pub(crate) fn message_refused(
+        &mut self,
+        id: &str,
+        condition: &str,
+        text: &str,
+    ) -> Option<Action<W>> {
         self.reflections.take(id).map(|e| {
             let why = format!("room `{}` refused the message: {condition} {text}", e.tag);
             Action::Settle(e.waiter, DeliveryStatus::rejected(why.trim_end()))
@@ -519,7 +535,12 @@ impl<W> Rooms<W> {
     }
 
     /// The answer to a self-ping: `condition` is `None` for a result.
-    pub(crate) fn ping_answered(&mut self, id: &str, condition: Option<&str>, now: Instant) -> Vec<Action<W>> {
+    pub(crate) fn ping_answered(
+        &mut self,
+        id: &str,
+        condition: Option<&str>,
+        now: Instant,
+    ) -> Vec<Action<W>> {
         let Some((local, room)) = self
             .rooms
             .iter_mut()
@@ -583,7 +604,9 @@ impl<W> Rooms<W> {
                             for (_, waiter) in occupant.waiting.drain(..) {
                                 out.push(Action::Settle(
                                     waiter,
-                                    DeliveryStatus::failed(format!("room `{local}` did not answer the join")),
+                                    DeliveryStatus::failed(format!(
+                                        "room `{local}` did not answer the join"
+                                    )),
                                 ));
                             }
                         }
@@ -614,7 +637,8 @@ impl<W> Rooms<W> {
                     nick,
                 });
             }
-            if let (Some(at), None, Some(nick)) = (room.ping_at, &room.ping, room.bridge.state.joined_nick())
+            if let (Some(at), None, Some(nick)) =
+                (room.ping_at, &room.ping, room.bridge.state.joined_nick())
                 && at <= now
             {
                 ids.push((local.clone(), nick.to_owned()));
@@ -626,7 +650,11 @@ impl<W> Rooms<W> {
                 room.ping = Some((id.clone(), now + timings.self_ping));
                 room.ping_at = Some(now + timings.self_ping);
             }
-            out.push(Action::SelfPing { room: local, nick, id });
+            out.push(Action::SelfPing {
+                room: local,
+                nick,
+                id,
+            });
         }
         self.check_all_joined(&mut out);
         out

@@ -173,7 +173,13 @@ pub(crate) fn iq_result(from: Jid, to: Jid, id: String, payload: Option<Element>
 }
 
 /// An iq error.
-pub(crate) fn iq_error(from: Jid, to: Jid, id: String, condition: ErrorCondition, text: &str) -> Stanza {
+pub(crate) fn iq_error(
+    from: Jid,
+    to: Jid,
+    id: String,
+    condition: ErrorCondition,
+    text: &str,
+) -> Stanza {
     Iq::Error {
         from: Some(from),
         to: Some(to),
