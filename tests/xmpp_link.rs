@@ -110,6 +110,47 @@ fn users_room_messages_reach_the_owner_with_their_real_jid_and_ours_do_not() {
         !rest.iter().any(|e| matches!(e, XmppEvent::Groupchat(_))),
         "{rest:#?}"
     );
+    // Too long: bounced to alice herself, counted, never passed on.
+    let long = "y".repeat(1500);
+    let big = alice.say("longfast", &long);
+    let e = alice.wait_for(WAIT, |e| e.error().is_some());
+    let err = e.error().expect("a bounce");
+    assert_eq!(
+        (err.condition.as_str(), err.id.as_deref()),
+        ("not-acceptable", Some(big.as_str()))
+    );
+    assert_eq!(err.text.as_deref(), Some("text above 1024 bytes"));
+    link.wait_for(|e| matches!(e, XmppEvent::Problem(p) if p.contains("Alice in room `longfast`")));
+    assert_eq!(XmppCounters::get(&link.handle.counters().bounced), 1);
+    assert!(
+        !link
+            .seen
+            .iter()
+            .any(|e| matches!(e, XmppEvent::Groupchat(m) if m.body == long))
+    );
+    link.shutdown();
+}
+
+#[test]
+fn what_was_said_while_the_link_was_away_is_not_replayed_as_new() {
+    let prosody = server("link-history");
+    let first = TestLink::connected(config(&prosody), &["longfast"]);
+    first.shutdown();
+    drop(first);
+    let alice = XmppUser::connect(&prosody, "alice", "pw");
+    alice.join("longfast", "Alice");
+    alice.say("longfast", "while the link was away");
+    live(&alice, "while the link was away");
+    let mut link = TestLink::connected(config(&prosody), &["longfast"]);
+    alice.say("longfast", "after it came back");
+    let XmppEvent::Groupchat(m) = link.wait_for(|e| matches!(e, XmppEvent::Groupchat(_))) else {
+        unreachable!()
+    };
+    assert_eq!(
+        m.body, "after it came back",
+        "history was reported: {:#?}",
+        link.seen
+    );
     link.shutdown();
 }
 

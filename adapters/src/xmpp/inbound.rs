@@ -84,9 +84,12 @@ impl Link {
                 if self.rooms.is_ours(&room, &nick) {
                     return;
                 }
-                let real_jid = self.rooms.real_jid(&room, &nick);
+                let real = self.rooms.real_jid(&room, &nick);
+                let real = real.as_deref().and_then(|j| Jid::new(j).ok());
                 if body.len() > self.config.max_body {
-                    let bounce_to = real_jid.as_deref().and_then(|j| Jid::new(j).ok());
+                    // To the speaker's own JID, not through the room: Prosody kicks an
+                    // occupant that sends certain errors to another.
+                    let bounce_to = real;
                     let why = self.too_long(&format!("{nick} in room `{room}`"), body.len());
                     if let (Some(to), Some(from)) = (bounce_to, self.node_jid("bridge")) {
                         out.push(stanza::message_error(
@@ -101,7 +104,7 @@ impl Link {
                 self.emit(XmppEvent::Groupchat(RoomMessage {
                     room,
                     nick,
-                    real_jid,
+                    real_jid: real.map(|j| j.to_bare().to_string()),
                     id,
                     body,
                 }));

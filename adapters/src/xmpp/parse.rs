@@ -33,7 +33,7 @@ pub(crate) enum RoomPresence {
     },
     /// Someone else is there; the real JID when the room shows it.
     Occupant {
-        /// Bare real JID.
+        /// Full real JID.
         real_jid: Option<String>,
     },
     /// Someone else left.
@@ -263,7 +263,7 @@ fn read_presence(p: Presence, rooms: &str) -> Inbound {
                 .and_then(|x| x.get_child("item", ns::MUC_USER))
                 .and_then(|item| item.attr("jid"))
                 .and_then(|j| Jid::new(j).ok())
-                .map(|j| j.to_bare().to_string());
+                .map(|j| j.to_string());
             RoomPresence::Occupant { real_jid }
         }
         _ => return Inbound::Ignored,
@@ -384,7 +384,7 @@ mod tests {
     }
 
     #[test]
-    fn an_occupant_presence_carries_the_real_bare_jid() {
+    fn an_occupant_presence_carries_the_real_jid() {
         let s = stanza(&format!(
             "<presence xmlns='{NS}' from='lobby@rooms.hub.lan/Alice' to='bridge@mesh.hub.lan/archipel'>\
              <x xmlns='http://jabber.org/protocol/muc#user'><item jid='alice@hub.lan/phone' role='participant'/></x></presence>"
@@ -395,7 +395,7 @@ mod tests {
         assert_eq!(
             what,
             RoomPresence::Occupant {
-                real_jid: Some("alice@hub.lan".into())
+                real_jid: Some("alice@hub.lan/phone".into())
             }
         );
     }

@@ -11,28 +11,28 @@ use std::time::{Duration, Instant};
 
 /// One stanza waiting for its confirmation.
 #[derive(Debug)]
-pub(crate) struct Entry<W> {
+pub(crate) struct Entry<W, T> {
     /// Whoever waits for the outcome.
     pub(crate) waiter: W,
     /// When it counts as lost.
     pub(crate) deadline: Instant,
-    /// A tag the caller uses to settle entries together (the room of a reflection, the
-    /// recipient of a chat).
-    pub(crate) tag: String,
+    /// What it was, for the outcome's wording and follow-up (the room and sender of a
+    /// reflection, the recipient of a chat).
+    pub(crate) tag: T,
 }
 
-/// Waiters by stanza id.
+/// Waiters by stanza id, each with a tag `T` saying what it was.
 #[derive(Debug)]
-pub(crate) struct Pending<W> {
+pub(crate) struct Pending<W, T = String> {
     /// What waits, by the id the far side answers with.
-    entries: HashMap<String, Entry<W>>,
+    entries: HashMap<String, Entry<W, T>>,
     /// How long the far side has to answer.
     timeout: Duration,
 }
 
-impl<W> Pending<W> {
+impl<W, T> Pending<W, T> {
     /// Nothing waiting; each entry gets `timeout`.
-    pub(crate) fn new(timeout: Duration) -> Pending<W> {
+    pub(crate) fn new(timeout: Duration) -> Pending<W, T> {
         Pending {
             entries: HashMap::new(),
             timeout,
@@ -40,7 +40,7 @@ impl<W> Pending<W> {
     }
 
     /// `waiter` waits for the answer to `id` from `now` on.
-    pub(crate) fn insert(&mut self, id: String, tag: String, waiter: W, now: Instant) {
+    pub(crate) fn insert(&mut self, id: String, tag: T, waiter: W, now: Instant) {
         let deadline = now + self.timeout;
         self.entries.insert(
             id,
@@ -53,12 +53,12 @@ impl<W> Pending<W> {
     }
 
     /// The far side answered `id`: the waiter, if anyone waited.
-    pub(crate) fn take(&mut self, id: &str) -> Option<Entry<W>> {
+    pub(crate) fn take(&mut self, id: &str) -> Option<Entry<W, T>> {
         self.entries.remove(id)
     }
 
     /// Entries whose deadline passed.
-    pub(crate) fn expired(&mut self, now: Instant) -> Vec<Entry<W>> {
+    pub(crate) fn expired(&mut self, now: Instant) -> Vec<Entry<W, T>> {
         let late: Vec<String> = self
             .entries
             .iter()
@@ -71,7 +71,7 @@ impl<W> Pending<W> {
     }
 
     /// Everything, e.g. when the stream is gone and no answer can come any more.
-    pub(crate) fn drain(&mut self) -> Vec<Entry<W>> {
+    pub(crate) fn drain(&mut self) -> Vec<Entry<W, T>> {
         self.entries.drain().map(|(_, e)| e).collect()
     }
 
@@ -94,7 +94,7 @@ mod tests {
     #[test]
     fn an_answer_settles_only_its_own_id() {
         let now = Instant::now();
-        let mut p = Pending::new(Duration::from_secs(30));
+        let mut p: Pending<i32> = Pending::new(Duration::from_secs(30));
         p.insert("a".into(), "room".into(), 1, now);
         p.insert("b".into(), "room".into(), 2, now);
         assert_eq!(p.take("b").map(|e| e.waiter), Some(2));
@@ -105,7 +105,7 @@ mod tests {
     #[test]
     fn entries_expire_at_their_deadline_and_not_before() {
         let now = Instant::now();
-        let mut p = Pending::new(Duration::from_secs(30));
+        let mut p: Pending<i32> = Pending::new(Duration::from_secs(30));
         p.insert("a".into(), String::new(), 1, now);
         p.insert("b".into(), String::new(), 2, now + Duration::from_secs(10));
         assert_eq!(p.next_deadline(), Some(now + Duration::from_secs(30)));

@@ -100,7 +100,7 @@ struct Room<W> {
     configured: bool,
     /// Our node occupants by local part; kept across reconnects so they are joined again.
     nodes: BTreeMap<String, Occupant<W>>,
-    /// Speakers the room showed the bridge: nick → real bare JID (when the room shows it).
+    /// Speakers the room showed the bridge: nick → real full JID (when the room shows it).
     speakers: HashMap<String, Option<String>>,
     /// When the next self-ping is due, while the bridge is in.
     ping_at: Option<Instant>,
@@ -113,8 +113,8 @@ struct Room<W> {
 pub(crate) struct Rooms<W> {
     /// By local part.
     rooms: BTreeMap<String, Room<W>>,
-    /// Room messages waiting for their reflection, by stanza id (tag: room).
-    reflections: Pending<W>,
+    /// Room messages waiting for their reflection, by stanza id, tagged (room, node local).
+    reflections: Pending<W, (String, String)>,
     /// The bridge's wanted nick.
     bridge_nick: String,
     /// Timings.
@@ -164,23 +164,19 @@ impl<W> Rooms<W> {
             }
             return Vec::new();
         }
-        self.rooms.insert(
-            local.clone(),
-            Room {
-                spec,
-                bridge: Occupant::new(&self.bridge_nick),
-                configured: false,
-                nodes: BTreeMap::new(),
-                speakers: HashMap::new(),
-                ping_at: None,
-                ping: None,
-            },
-        );
+        let room = self.rooms.entry(local.clone()).or_insert(Room {
+            spec,
+            bridge: Occupant::new(&self.bridge_nick),
+            configured: false,
+            nodes: BTreeMap::new(),
+            speakers: HashMap::new(),
+            ping_at: None,
+            ping: None,
+        });
         if !self.online {
             return Vec::new();
         }
-        // Connected was already said; this room joins the next announcement of the stream.
-        let room = self.rooms.get_mut(&local).expect("just inserted");
+        // Connected was already said for this stream; this room simply joins now.
         let nick = room.bridge.start_join(now);
         vec![Action::Join {
             room: local,
@@ -240,69 +236,6 @@ impl<W> Rooms<W> {
         out
     }
 
-    /// The owner wants `body` said in `room` as `local` with `nick`.
-    pub(crate) fn say(
-        &mut self,
-        room: &str,
-        local: &str,
-        nick: &str,
-        body: String,
-        waiter: W,
-        now: Instant,
-    ) -> Vec<Action<W>> {
-        let refused = if !self.online {
-            Some("the XMPP stream is down".to_owned())
-        } else {
-            match self.rooms.get(room) {
-                None => Some(format!("room `{room}` is not kept by this link")),
-                Some(r) if r.bridge.state.joined_nick().is_none() => {
-                    Some(format!("room `{room}` is not joined"))
-                }
-                Some(_) => None,
-            }
-        };
-        if let Some(why) = refused {
-            return vec![Action::Settle(waiter, DeliveryStatus::unreachable(why))];
-        }
-        let Some(r) = self.rooms.get_mut(room) else {
-            return Vec::new();
-        };
-        let occupant = r
-            .nodes
-            .entry(local.to_owned())
-            .or_insert_with(|| Occupant::new(nick));
-        let renamed = occupant.base != nick;
-        if renamed {
-            occupant.rename(nick);
-        }
-        match &occupant.state {
-            JoinState::Joined { .. } if !renamed => {
-                let id = self.fresh_id();
-                self.reflections
-                    .insert(id.clone(), room.to_owned(), waiter, now);
-                vec![Action::Say {
-                    room: room.to_owned(),
-                    local: local.to_owned(),
-                    id,
-                    body,
-                }]
-            }
-            JoinState::Joining { .. } if !renamed => {
-                occupant.waiting.push((body, waiter));
-                Vec::new()
-            }
-            _ => {
-                occupant.waiting.push((body, waiter));
-                let nick = occupant.start_join(now);
-                vec![Action::Join {
-                    room: room.to_owned(),
-                    who: Who::Node(local.to_owned()),
-                    nick,
-                }]
-            }
-        }
-    }
-
     /// The room's self-presence (status 110) for `who` as `nick`; `created` when the room was
     /// just made by this join (status 201).
     pub(crate) fn joined(
@@ -336,7 +269,7 @@ impl<W> Rooms<W> {
                 for (body, waiter) in waiting {
                     let id = self.fresh_id();
                     self.reflections
-                        .insert(id.clone(), room.into(), waiter, now);
+                        .insert(id.clone(), (room.into(), local.clone()), waiter, now);
                     out.push(Action::Say {
                         room: room.into(),
                         local: local.clone(),
@@ -460,54 +393,6 @@ impl<W> Rooms<W> {
         out
     }
 
-    /// A room message came back with id `id`: its waiter, told `Delivered`.
-    pub(crate) fn reflected(&mut self, id: &str) -> Option<Action<W>> {
-        self.reflections
-            .take(id)
-            .map(|e| Action::Settle(e.waiter, DeliveryStatus::Delivered))
-    }
-
-    /// The room answered our message `id` with an error.
-    pub(crate) fn message_refused(
-        &mut self,
-        id: &str,
-        condition: &str,
-        text: &str,
-    ) -> Option<Action<W>> {
-        self.reflections.take(id).map(|e| {
-            let why = format!("room `{}` refused the message: {condition} {text}", e.tag);
-            Action::Settle(e.waiter, DeliveryStatus::rejected(why.trim_end()))
-        })
-    }
-
-    /// The room showed the bridge an occupant `nick` (with its real JID when it shows it).
-    pub(crate) fn speaker(&mut self, room: &str, nick: &str, real_jid: Option<String>) {
-        if let Some(r) = self.rooms.get_mut(room) {
-            r.speakers.insert(nick.to_owned(), real_jid);
-        }
-    }
-
-    /// `nick` left `room` (as the bridge sees it).
-    pub(crate) fn speaker_left(&mut self, room: &str, nick: &str) {
-        if let Some(r) = self.rooms.get_mut(room) {
-            r.speakers.remove(nick);
-        }
-    }
-
-    /// The real bare JID the room showed for `nick`.
-    pub(crate) fn real_jid(&self, room: &str, nick: &str) -> Option<String> {
-        self.rooms.get(room)?.speakers.get(nick)?.clone()
-    }
-
-    /// Whether `nick` in `room` is one of ours (the bridge or a node occupant).
-    pub(crate) fn is_ours(&self, room: &str, nick: &str) -> bool {
-        let Some(r) = self.rooms.get(room) else {
-            return false;
-        };
-        r.bridge.state.nick() == Some(nick)
-            || r.nodes.values().any(|o| o.state.nick() == Some(nick))
-    }
-
     /// The spec of `room`.
     pub(crate) fn spec(&self, room: &str) -> Option<RoomSpec> {
         self.rooms.get(room).map(|r| r.spec.clone())
@@ -534,45 +419,6 @@ impl<W> Rooms<W> {
         self.rooms.contains_key(room)
     }
 
-    /// The answer to a self-ping: `condition` is `None` for a result.
-    pub(crate) fn ping_answered(
-        &mut self,
-        id: &str,
-        condition: Option<&str>,
-        now: Instant,
-    ) -> Vec<Action<W>> {
-        let Some((local, room)) = self
-            .rooms
-            .iter_mut()
-            .find(|(_, r)| r.ping.as_ref().is_some_and(|(p, _)| p == id))
-        else {
-            return Vec::new();
-        };
-        room.ping = None;
-        let dropped = match condition {
-            None | Some("service-unavailable" | "feature-not-implemented") => false,
-            Some("remote-server-not-found" | "remote-server-timeout") => false,
-            Some(_) => true,
-        };
-        if !dropped {
-            return Vec::new();
-        }
-        let local = local.clone();
-        let nick = room.bridge.start_join(now);
-        room.ping_at = None;
-        vec![
-            Action::Problem(format!(
-                "room `{local}` no longer has the bridge ({}); joining again",
-                condition.unwrap_or_default()
-            )),
-            Action::Join {
-                room: local,
-                who: Who::Bridge,
-                nick,
-            },
-        ]
-    }
-
     /// Whatever is due at `now`: lost reflections, unanswered joins and self-pings, re-joins,
     /// and self-pings to send.
     pub(crate) fn tick(&mut self, now: Instant) -> Vec<Action<W>> {
@@ -581,7 +427,7 @@ impl<W> Rooms<W> {
             .expired(now)
             .into_iter()
             .map(|e| {
-                let why = format!("room `{}` did not reflect the message in time", e.tag);
+                let why = format!("room `{}` did not reflect the message in time", e.tag.0);
                 Action::Settle(e.waiter, DeliveryStatus::failed(why))
             })
             .collect();
@@ -589,7 +435,6 @@ impl<W> Rooms<W> {
             return out;
         }
         let timings = self.timings;
-        let mut ids = Vec::new();
         for (local, room) in &mut self.rooms {
             for (who, occupant) in std::iter::once((Who::Bridge, &mut room.bridge)).chain(
                 room.nodes
@@ -623,39 +468,8 @@ impl<W> Rooms<W> {
                     });
                 }
             }
-            if let Some((_, deadline)) = &room.ping
-                && *deadline <= now
-            {
-                room.ping = None;
-                let nick = room.bridge.start_join(now);
-                out.push(Action::Problem(format!(
-                    "room `{local}` did not answer the bridge's self-ping; joining again"
-                )));
-                out.push(Action::Join {
-                    room: local.clone(),
-                    who: Who::Bridge,
-                    nick,
-                });
-            }
-            if let (Some(at), None, Some(nick)) =
-                (room.ping_at, &room.ping, room.bridge.state.joined_nick())
-                && at <= now
-            {
-                ids.push((local.clone(), nick.to_owned()));
-            }
         }
-        for (local, nick) in ids {
-            let id = self.fresh_id();
-            if let Some(room) = self.rooms.get_mut(&local) {
-                room.ping = Some((id.clone(), now + timings.self_ping));
-                room.ping_at = Some(now + timings.self_ping);
-            }
-            out.push(Action::SelfPing {
-                room: local,
-                nick,
-                id,
-            });
-        }
+        self.self_pings(now, &mut out);
         self.check_all_joined(&mut out);
         out
     }
@@ -699,6 +513,7 @@ impl<W> Rooms<W> {
     }
 }
 
+mod selfping;
+mod speech;
 #[cfg(test)]
-#[path = "rooms_tests.rs"]
 mod tests;

@@ -363,3 +363,26 @@ fn keeping_a_room_again_is_idempotent_and_a_changed_spec_is_configured_again() {
     let out = rooms.keep(spec("second"), now);
     assert!(matches!(&out[..], [Action::Join { room, who: Who::Bridge, .. }] if room == "second"));
 }
+
+#[test]
+fn a_room_that_forgot_our_occupant_fails_the_message_and_the_next_one_joins_again() {
+    let now = Instant::now();
+    let mut rooms = joined(now);
+    let node = Who::Node("!a1b2c3d4".into());
+    rooms.say("longfast", "!a1b2c3d4", "Amira", "x".into(), 1, now);
+    let id = say_id(&rooms.joined("longfast", &node, "Amira", false, now));
+    let refused = rooms.message_refused(&id, "not-acceptable", "not in the room");
+    assert!(matches!(
+        refused,
+        Some(Action::Settle(1, DeliveryStatus::Failed { .. }))
+    ));
+    let out = rooms.say("longfast", "!a1b2c3d4", "Amira", "y".into(), 2, now);
+    assert_eq!(
+        out,
+        vec![Action::Join {
+            room: "longfast".into(),
+            who: node,
+            nick: "Amira".into()
+        }]
+    );
+}
