@@ -418,3 +418,63 @@ fn an_idle_link_stays_up_because_its_keepalives_and_self_pings_are_answered() {
     );
     link.shutdown();
 }
+
+/// Carol (an admin) destroys `room` and waits for the server's answer.
+fn destroy(carol: &XmppUser, room: &str) {
+    carol.raw(&format!(
+        "<iq type='set' id='destroy-1' to='{room}'><query xmlns='http://jabber.org/protocol/muc#owner'>\
+         <destroy><reason>closed by the operator</reason></destroy></query></iq>"
+    ));
+    carol.wait_for(
+        WAIT,
+        |e| matches!(e, xmpp_user::XmppEvent::IqResult { id, .. } if id == "destroy-1"),
+    );
+}
+
+#[test]
+fn a_room_destroyed_under_the_bridge_is_made_again() {
+    // Without tombstones a destroyed room may be made again at once.
+    let prosody = Prosody::builder("link-destroyed")
+        .admin("carol@hub.lan")
+        .muc_option("muc_tombstones = false")
+        .start();
+    prosody.register("carol", "pw");
+    let mut link = TestLink::connected(config(&prosody), &["longfast"]);
+    let carol = XmppUser::connect(&prosody, "carol", "pw");
+    let room = prosody.room_jid("longfast");
+    destroy(&carol, &room);
+    link.wait_for(|e| matches!(e, XmppEvent::Problem(p) if p.contains("the bridge was dropped; joining again")));
+    // Until the bridge is back (after a short pause) the room is "not joined": say answers
+    // Unreachable at once, so ask again until it is back.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match link.say("longfast", "!a1b2c3d4", "Amira", "back") {
+            DeliveryStatus::Delivered => break,
+            DeliveryStatus::Unreachable { .. } if std::time::Instant::now() < deadline => {
+                std::thread::park_timeout(std::time::Duration::from_millis(100));
+            }
+            other => panic!("{other:?}; events: {:#?}", link.drain()),
+        }
+    }
+    // Made again by the bridge's join, and configured again.
+    let info = carol.disco_info(&room).expect("the room exists again");
+    assert!(info.has_feature("muc_persistent"), "{info:?}");
+    assert!(info.has_feature("urn:xmpp:mam:2"), "{info:?}");
+    link.shutdown();
+}
+
+#[test]
+fn a_room_closed_for_good_is_a_problem_and_not_joined() {
+    // Prosody's default: a destroyed persistent room leaves a tombstone answering `gone`.
+    let prosody = server("link-gone");
+    let mut link = TestLink::connected(config(&prosody), &["longfast"]);
+    let carol = XmppUser::connect(&prosody, "carol", "pw");
+    destroy(&carol, &prosody.room_jid("longfast"));
+    link.wait_for(|e| matches!(e, XmppEvent::Problem(p) if p.contains("refused the join: gone")));
+    let status = link.say("longfast", "!a1b2c3d4", "Amira", "anyone?");
+    assert!(
+        matches!(status, DeliveryStatus::Unreachable { .. }),
+        "{status:?}"
+    );
+    link.shutdown();
+}
