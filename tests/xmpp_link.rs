@@ -478,3 +478,35 @@ fn a_room_closed_for_good_is_a_problem_and_not_joined() {
     );
     link.shutdown();
 }
+
+#[test]
+fn a_stanza_the_parsers_refuse_does_not_take_the_link_down() {
+    let prosody = server("link-garbage");
+    let mut link = TestLink::connected(config(&prosody), &[]);
+    let alice = XmppUser::connect(&prosody, "alice", "pw");
+    let node = format!("!a1b2c3d4@{}", prosody.component_domain());
+    alice.raw(&format!(
+        "<message type='chat' to='{node}' id='dup'><body>one</body><body>two</body></message>"
+    ));
+    alice.raw(&format!(
+        "<message type='bogus' to='{node}' id='bogus'><body>three</body></message>"
+    ));
+    alice.raw(&format!("<iq type='get' to='{node}' id='two-payloads'><ping xmlns='urn:xmpp:ping'/><ping xmlns='urn:xmpp:ping'/></iq>"));
+    alice.chat(&node, "after the garbage", false);
+    link.wait_for(|e| matches!(e, XmppEvent::Chat(c) if c.body == "after the garbage"));
+    // The unreadable message is answered, and counted.
+    let e = alice.wait_for(WAIT, |e| {
+        e.error().is_some_and(|e| e.id.as_deref() == Some("bogus"))
+    });
+    assert_eq!(e.error().map(|e| e.condition.as_str()), Some("bad-request"));
+    assert!(XmppCounters::get(&link.handle.counters().invalid_in) >= 1);
+    assert!(
+        !link
+            .seen
+            .iter()
+            .any(|e| matches!(e, XmppEvent::Disconnected { .. })),
+        "{:#?}",
+        link.seen
+    );
+    link.shutdown();
+}

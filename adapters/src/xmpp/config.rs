@@ -4,6 +4,10 @@
 use std::fmt;
 use std::time::Duration;
 
+use tokio_xmpp::jid::Jid;
+
+use super::stream::XmppError;
+
 /// Settings of one XMPP link.
 #[derive(Clone)]
 pub struct XmppConfig {
@@ -93,6 +97,37 @@ impl XmppConfig {
         }
     }
 
+    /// Checks the settings that can never work: `server` must be `IP:port`, `domain` and
+    /// `rooms` plain domains, `bridge_nick` a usable nick, `max_body` and `event_capacity`
+    /// above zero.
+    pub fn check(&self) -> Result<(), XmppError> {
+        let bad = |setting: &'static str, why: String| Err(XmppError::Setting { setting, why });
+        if self.server.parse::<std::net::SocketAddr>().is_err() {
+            return bad("server", format!("`{}` is not IP:port", self.server));
+        }
+        for (setting, value) in [("domain", &self.domain), ("rooms", &self.rooms)] {
+            let plain = !value.is_empty() && !value.contains(['@', '/', ' ']);
+            if !plain || Jid::new(value).is_err() {
+                return bad(setting, format!("`{value}` is not a domain"));
+            }
+        }
+        let nick_ok = !self.bridge_nick.trim().is_empty()
+            && Jid::new(&format!("room@{}/{}", self.rooms, self.bridge_nick)).is_ok();
+        if !nick_ok {
+            return bad(
+                "bridge_nick",
+                format!("`{}` cannot be a nick", self.bridge_nick),
+            );
+        }
+        if self.max_body == 0 {
+            return bad("max_body", "must be above 0".into());
+        }
+        if self.event_capacity == 0 {
+            return bad("event_capacity", "must be above 0".into());
+        }
+        Ok(())
+    }
+
     /// The bridge occupant's own JID, `bridge@domain/archipel`.
     pub fn bridge_jid(&self) -> String {
         format!("bridge@{}/archipel", self.domain)
@@ -132,4 +167,47 @@ pub struct Contact {
     pub short_name: Option<String>,
     /// Its hardware model (vCard `DESC`).
     pub hardware: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> XmppConfig {
+        XmppConfig::new(
+            "x",
+            "127.0.0.1:5347",
+            "mesh.hub.lan",
+            "s3cret",
+            "rooms.hub.lan",
+        )
+    }
+
+    #[test]
+    fn the_defaults_check_and_the_secret_is_never_shown() {
+        let c = good();
+        assert!(c.check().is_ok());
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn settings_that_cannot_work_name_themselves() {
+        type Spoil = fn(&mut XmppConfig);
+        let cases: [(Spoil, &str); 5] = [
+            (|c| c.server = "hub.lan:5347".into(), "server"),
+            (|c| c.domain = "node@mesh.hub.lan".into(), "domain"),
+            (|c| c.rooms = String::new(), "rooms"),
+            (|c| c.bridge_nick = " ".into(), "bridge_nick"),
+            (|c| c.max_body = 0, "max_body"),
+        ];
+        for (spoil, setting) in cases {
+            let mut c = good();
+            spoil(&mut c);
+            let e = c.check().expect_err(setting);
+            assert!(
+                matches!(e, XmppError::Setting { setting: s, .. } if s == setting),
+                "{e}"
+            );
+        }
+    }
 }

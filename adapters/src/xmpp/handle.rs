@@ -100,6 +100,9 @@ pub struct XmppCounters {
     pub stanzas_out: AtomicU64,
     /// Inbound messages bounced because their body was above `max_body`.
     pub bounced: AtomicU64,
+    /// Stanzas received that the parsers could not read (skipped; messages and iq requests
+    /// answered `bad-request`).
+    pub invalid_in: AtomicU64,
     /// Streams the server accepted (the first one included).
     pub connects: AtomicU64,
     /// Streams lost after the server had accepted them (each is followed by a reconnect).

@@ -7,12 +7,11 @@
 //!        +------------------------------------------------------------------------------+
 //! ```
 //!
-//! tokio-xmpp's `Component` does not reconnect; its stream simply ends (`None`) when the
-//! server goes away, when a stanza cannot be parsed, and when the server stayed silent for its
-//! read timeout. The link therefore reconnects with capped backoff (0.5 s → 30 s, not forgiven
-//! by a connection that dies at once), and pings its server whenever it sent nothing for
-//! `keepalive_every`, so silence never ends a healthy stream and an unanswered ping ends a dead
-//! one.
+//! A component stream does not reconnect by itself (see [`stream`](super::stream) for why the
+//! link reads it without `tokio_xmpp::Component`): when the server goes away the stream ends.
+//! The link therefore reconnects with capped backoff (0.5 s → 30 s, not forgiven by a
+//! connection that dies at once), and pings its server whenever it sent nothing for
+//! `keepalive_every`: an unanswered ping ends a dead (half-open) stream.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -22,11 +21,9 @@ use mesh_core::{Backoff, DeliveryStatus};
 use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
-use tokio_xmpp::connect::{DnsConfig, TcpServerConnector};
-use tokio_xmpp::error::{AuthError, Error as XmppError};
+use tokio_xmpp::Stanza;
 use tokio_xmpp::jid::Jid;
-use tokio_xmpp::xmlstream::Timeouts;
-use tokio_xmpp::{Component, Stanza};
+use tokio_xmpp::xmlstream::{RawStanzaHeader, Timeouts};
 use tracing::{debug, info, warn};
 
 use super::config::XmppConfig;
@@ -34,7 +31,8 @@ use super::directory::Directory;
 use super::handle::{Lifecycle, Request, XmppCounters, XmppEvent};
 use super::pending::Pending;
 use super::rooms::{Action, Rooms, Timings, Who};
-use super::stanza;
+use super::stanza::{self, ErrorCondition};
+use super::stream::{self, Connection, Read, XmppError};
 
 /// The whole connect (TCP, stream header, handshake) must be done within this.
 const CONNECT_LIMIT: Duration = Duration::from_secs(15);
@@ -47,9 +45,6 @@ const JOIN_LIMIT: Duration = Duration::from_secs(30);
 
 /// Before joining a room again that dropped or refused us.
 const REJOIN_AFTER: Duration = Duration::from_secs(2);
-
-/// The component connection.
-pub(super) type Stream = Component<TcpServerConnector>;
 
 /// How a connection ended.
 pub(super) enum Ended {
@@ -134,6 +129,11 @@ impl Link {
     }
 
     pub(super) async fn run(mut self) {
+        if let Err(e) = self.config.check() {
+            warn!(error = %e, "XMPP link not started");
+            self.emit(XmppEvent::Problem(e.to_string()));
+            return self.finish();
+        }
         loop {
             self.lifecycle.send_replace(Lifecycle::Connecting {
                 attempt: self.backoff.attempt(),
@@ -176,7 +176,7 @@ impl Link {
     }
 
     /// One connection attempt; `None` means stop. Requests meanwhile are answered at once.
-    async fn connect(&mut self) -> Option<Result<Stream, String>> {
+    async fn connect(&mut self) -> Option<Result<Connection, String>> {
         debug!(attempt = self.backoff.attempt(), "connecting");
         let (domain, secret, server) = (
             self.config.domain.clone(),
@@ -190,14 +190,19 @@ impl Link {
         };
         let attempt = tokio::time::timeout(
             CONNECT_LIMIT,
-            Component::new_plaintext(&domain, &secret, DnsConfig::addr(&server), timeouts),
+            stream::connect(&server, &domain, &secret, timeouts),
         );
         tokio::pin!(attempt);
         loop {
             tokio::select! {
                 done = &mut attempt => return Some(match done {
-                    Ok(Ok(stream)) => Ok(stream),
-                    Ok(Err(e)) => Err(self.describe(&e)),
+                    Ok(Ok(connection)) => Ok(connection),
+                    Ok(Err(e)) => {
+                        if matches!(e, XmppError::Refused { .. }) {
+                            self.emit(XmppEvent::Problem(e.to_string()));
+                        }
+                        Err(e.to_string())
+                    }
                     Err(_) => Err(format!("no handshake from {server} within {}s", CONNECT_LIMIT.as_secs())),
                 }),
                 request = self.requests.recv() => match request {
@@ -209,30 +214,8 @@ impl Link {
         }
     }
 
-    /// What a failed connect means, for the operator. A refused handshake is also a Problem.
-    fn describe(&mut self, e: &XmppError) -> String {
-        let server = &self.config.server;
-        match e {
-            XmppError::Auth(AuthError::ComponentFail) => {
-                let why = format!(
-                    "the XMPP server {server} refused the component handshake for {}: wrong secret?",
-                    self.config.domain
-                );
-                self.emit(XmppEvent::Problem(why.clone()));
-                why
-            }
-            XmppError::StreamError(s) => {
-                let why = format!("the XMPP server {server} closed the stream: {s}");
-                self.emit(XmppEvent::Problem(why.clone()));
-                why
-            }
-            XmppError::Io(io) => format!("cannot reach the XMPP server {server}: {io}"),
-            other => format!("XMPP server {server}: {other}"),
-        }
-    }
-
     /// One accepted stream, until it ends.
-    async fn serve(&mut self, mut stream: Stream) -> Ended {
+    async fn serve(&mut self, mut stream: Connection) -> Ended {
         info!("connected to the XMPP server");
         self.lifecycle.send_replace(Lifecycle::Joining {
             since: self.since.into_std(),
@@ -264,12 +247,19 @@ impl Link {
                 wake = wake.min(t);
             }
             tokio::select! {
-                stanza = futures_util::StreamExt::next(&mut stream) => match stanza {
-                    Some(s) => {
+                read = stream.next() => match read {
+                    Read::Stanza(s) => {
                         XmppCounters::add(&self.counters.stanzas_in, 1);
-                        self.inbound(s, &mut out);
+                        self.inbound(*s, &mut out);
                     }
-                    None => return Ended::Lost("the XMPP server ended the stream".into()),
+                    Read::Invalid { kind, header, why } => {
+                        XmppCounters::add(&self.counters.invalid_in, 1);
+                        warn!(%kind, from = ?header.from, %why, "skipped a stanza that cannot be read");
+                        out.extend(self.refuse_invalid(&kind, header));
+                    }
+                    // Silence is answered by the keepalive below; the stream is fine.
+                    Read::Idle => keepalive_at = Instant::now(),
+                    Read::Ended(e) => return Ended::Lost(e.to_string()),
                 },
                 request = self.requests.recv() => match request {
                     Some(Request::Shutdown) | None => {
@@ -301,8 +291,8 @@ impl Link {
         }
     }
 
-    async fn send(&mut self, stream: &mut Stream, s: Stanza) -> Result<(), String> {
-        match tokio::time::timeout(SEND_LIMIT, stream.send_stanza(s)).await {
+    async fn send(&mut self, stream: &mut Connection, s: Stanza) -> Result<(), String> {
+        match tokio::time::timeout(SEND_LIMIT, stream.send(s)).await {
             Ok(Ok(())) => {
                 XmppCounters::add(&self.counters.stanzas_out, 1);
                 Ok(())
@@ -316,7 +306,7 @@ impl Link {
     }
 
     /// Unavailable presences for everyone we are, then the stream's end.
-    async fn goodbye(&mut self, stream: &mut Stream) {
+    async fn goodbye(&mut self, stream: &mut Connection) {
         let mut out = self.directory.goodbye();
         out.extend(self.leave_rooms());
         for s in out {
@@ -324,7 +314,32 @@ impl Link {
                 return;
             }
         }
-        let _ = tokio::time::timeout(SEND_LIMIT, stream.send_end()).await;
+        let _ = tokio::time::timeout(SEND_LIMIT, stream.close()).await;
+    }
+
+    /// A `bad-request` answer to a message or iq request we could not read (never to errors,
+    /// results or presences: answering those could loop).
+    fn refuse_invalid(&self, kind: &str, header: RawStanzaHeader) -> Option<Stanza> {
+        let from = Jid::new(header.to.as_deref()?).ok()?;
+        let to = Jid::new(header.from.as_deref()?).ok()?;
+        let text = "this stanza cannot be read";
+        match (kind, header.type_.as_deref()) {
+            ("message", Some("error")) | ("iq", Some("result" | "error")) => None,
+            ("message", _) => Some(stanza::message_error(
+                from,
+                to,
+                header.id.as_deref(),
+                ErrorCondition::BadRequest.to_error(text),
+            )),
+            ("iq", _) => Some(stanza::iq_error(
+                from,
+                to,
+                header.id.unwrap_or_default(),
+                ErrorCondition::BadRequest,
+                text,
+            )),
+            _ => None,
+        }
     }
 
     /// Timers: rooms (reflections, joins, self-pings) and chat confirmations.

@@ -7,6 +7,8 @@
 //!   reflections, self-pings);
 //! - `directory`: presence, subscriptions, probes, vCard and disco of the contacts;
 //! - `stanza` / `parse`: building what the link sends and reading what it receives;
+//! - `stream`: the component connection and its handshake, read so that a stanza the parsers
+//!   refuse is skipped rather than ending the stream;
 //! - `link` / `inbound`: the task that owns the stream, reconnects with capped backoff and
 //!   routes stanzas and requests.
 //!
@@ -42,9 +44,11 @@ mod parse;
 mod pending;
 mod rooms;
 mod stanza;
+mod stream;
 
 pub use config::{Contact, RoomSpec, XmppConfig};
 pub use handle::{
     ChatMessage, Lifecycle, LinkStopped, RoomMessage, XmppCounters, XmppEvent, XmppHandle, spawn,
 };
 pub use stanza::ErrorCondition;
+pub use stream::XmppError;
