@@ -76,7 +76,21 @@ fn a_node_speaks_once_in_a_kept_room_that_archives() {
             .any(|m| m.body == "hello mesh" && m.nick == "Amira"),
         "{archive:?}"
     );
+    // Shutting down takes our occupants out of the room.
+    alice.drain_events();
     link.shutdown();
+    for nick in ["Amira", "archipel"] {
+        alice.wait_for(
+            WAIT,
+            |e| matches!(e, xmpp_user::XmppEvent::OccupantLeft(o) if o.nick == nick),
+        );
+    }
+    let stopped = link.rt.block_on(link.handle.connected());
+    assert!(stopped.is_err(), "a stopped link says so");
+    assert!(matches!(
+        link.say("longfast", "!a1b2c3d4", "Amira", "too late"),
+        DeliveryStatus::Unreachable { .. }
+    ));
 }
 
 #[test]
@@ -282,7 +296,11 @@ fn contacts_answer_subscriptions_presence_vcard_and_disco() {
             .expect("the node answers")
             .has_feature("vcard-temp")
     );
+    // Shutting down says goodbye: the node goes unavailable for its follower.
     link.shutdown();
+    alice.wait_for(WAIT, |e| {
+        matches!(e, xmpp_user::XmppEvent::Presence(p) if p.from == jid && p.kind == "unavailable")
+    });
 }
 
 #[test]
