@@ -356,10 +356,7 @@ fn kicks_are_noticed_and_rejoined_and_nick_conflicts_take_the_next_nick() {
         WAIT,
         |e| matches!(e, xmpp_user::XmppEvent::OccupantJoined(o) if o.nick == "archipel"),
     );
-    assert!(
-        link.say("longfast", "!a1b2c3d4", "Amira", "one")
-            .is_delivered()
-    );
+    assert!(say_once_joined(&mut link, "one").is_delivered());
     carol.drain_events();
     carol.kick("longfast", "Amira").expect("an admin may kick");
     link.wait_for(
@@ -437,6 +434,21 @@ fn an_idle_link_stays_up_because_its_keepalives_and_self_pings_are_answered() {
     link.shutdown();
 }
 
+/// Says `body` as Amira in `longfast`, again while the link answers Unreachable because the
+/// bridge is not (yet) back in the room: a user can see the bridge rejoin before the link has
+/// read the room's answer.
+fn say_once_joined(link: &mut TestLink, body: &str) -> DeliveryStatus {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match link.say("longfast", "!a1b2c3d4", "Amira", body) {
+            DeliveryStatus::Unreachable { .. } if std::time::Instant::now() < deadline => {
+                std::thread::park_timeout(std::time::Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Carol (an admin) destroys `room` and waits for the server's answer.
 fn destroy(carol: &XmppUser, room: &str) {
     carol.raw(&format!(
@@ -462,18 +474,8 @@ fn a_room_destroyed_under_the_bridge_is_made_again() {
     let room = prosody.room_jid("longfast");
     destroy(&carol, &room);
     link.wait_for(|e| matches!(e, XmppEvent::Problem(p) if p.contains("the bridge was dropped; joining again")));
-    // Until the bridge is back (after a short pause) the room is "not joined": say answers
-    // Unreachable at once, so ask again until it is back.
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        match link.say("longfast", "!a1b2c3d4", "Amira", "back") {
-            DeliveryStatus::Delivered => break,
-            DeliveryStatus::Unreachable { .. } if std::time::Instant::now() < deadline => {
-                std::thread::park_timeout(std::time::Duration::from_millis(100));
-            }
-            other => panic!("{other:?}; events: {:#?}", link.drain()),
-        }
-    }
+    // Until the bridge is back (after a short pause) the room is "not joined".
+    assert!(say_once_joined(&mut link, "back").is_delivered());
     // Made again by the bridge's join, and configured again.
     let info = carol.disco_info(&room).expect("the room exists again");
     assert!(info.has_feature("muc_persistent"), "{info:?}");
@@ -525,6 +527,29 @@ fn a_stanza_the_parsers_refuse_does_not_take_the_link_down() {
             .any(|e| matches!(e, XmppEvent::Disconnected { .. })),
         "{:#?}",
         link.seen
+    );
+    link.shutdown();
+}
+
+#[test]
+fn a_server_that_stops_answering_is_noticed_and_the_link_comes_back() {
+    let mut prosody = server("link-frozen");
+    let mut c = config(&prosody);
+    c.keepalive_every = std::time::Duration::from_millis(300);
+    c.ping_timeout = std::time::Duration::from_secs(1);
+    let mut link = TestLink::connected(c, &["longfast"]);
+    // Frozen: the connection stays open and nothing is answered (a half-open stream).
+    prosody.pause();
+    let lost = link.wait_for(|e| matches!(e, XmppEvent::Disconnected { .. }));
+    assert!(
+        matches!(&lost, XmppEvent::Disconnected { reason } if reason.contains("did not answer a ping")),
+        "{lost:?}"
+    );
+    prosody.resume();
+    link.wait_for(|e| *e == XmppEvent::Connected);
+    assert!(
+        link.say("longfast", "!a1b2c3d4", "Amira", "thawed")
+            .is_delivered()
     );
     link.shutdown();
 }
