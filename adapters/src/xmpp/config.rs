@@ -32,8 +32,8 @@ pub struct XmppConfig {
     pub ping_timeout: Duration,
     /// How often the bridge occupant checks (XEP-0410 self-ping) that each room still has it.
     pub self_ping_every: Duration,
-    /// How often the link pings its server when nothing else was sent: tokio-xmpp ends a
-    /// stream that stayed silent for its read timeout.
+    /// How long the server may stay silent before the link pings it; an unanswered ping
+    /// (within `ping_timeout`) ends the stream, which then reconnects.
     pub keepalive_every: Duration,
     /// First reconnect delay.
     pub backoff_initial: Duration,

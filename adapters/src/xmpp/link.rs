@@ -10,8 +10,10 @@
 //! A component stream does not reconnect by itself (see [`stream`](super::stream) for why the
 //! link reads it without `tokio_xmpp::Component`): when the server goes away the stream ends.
 //! The link therefore reconnects with capped backoff (0.5 s → 30 s, not forgiven by a
-//! connection that dies at once), and pings its server whenever it sent nothing for
-//! `keepalive_every`: an unanswered ping ends a dead (half-open) stream.
+//! connection that dies at once), and pings its server whenever it heard nothing from it for
+//! `keepalive_every`: an unanswered ping ends a dead (half-open) stream, so messages are then
+//! answered `Unreachable` rather than `Failed` one by one on a stream that no longer carries
+//! anything.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -227,9 +229,6 @@ impl Link {
         out.extend(self.directory.rebroadcast());
         let mut keepalive_at = Instant::now() + self.config.keepalive_every;
         loop {
-            if !out.is_empty() {
-                keepalive_at = Instant::now() + self.config.keepalive_every;
-            }
             for s in out.drain(..) {
                 if let Err(why) = self.send(&mut stream, s).await {
                     return Ended::Lost(why);
@@ -249,6 +248,8 @@ impl Link {
             tokio::select! {
                 read = stream.next() => match read {
                     Read::Stanza(s) => {
+                        // The server is alive: the keepalive is only for silence.
+                        keepalive_at = Instant::now() + self.config.keepalive_every;
                         XmppCounters::add(&self.counters.stanzas_in, 1);
                         self.inbound(*s, &mut out);
                     }
