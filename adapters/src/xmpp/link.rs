@@ -319,10 +319,14 @@ impl Link {
     }
 
     /// A `bad-request` answer to a message or iq request we could not read (never to errors,
-    /// results or presences: answering those could loop).
+    /// results or presences: answering those could loop; never into a room: Prosody kicks an
+    /// occupant for some errors, and a room's own stanzas are not the sender's fault).
     fn refuse_invalid(&self, kind: &str, header: RawStanzaHeader) -> Option<Stanza> {
         let from = Jid::new(header.to.as_deref()?).ok()?;
         let to = Jid::new(header.from.as_deref()?).ok()?;
+        if to.domain().as_str() == self.config.rooms {
+            return None;
+        }
         let text = "this stanza cannot be read";
         match (kind, header.type_.as_deref()) {
             ("message", Some("error")) | ("iq", Some("result" | "error")) => None,
