@@ -1,9 +1,11 @@
 //! XEP-0410 self-ping: the bridge pings its own occupant JID in every room it is in, every
 //! `self_ping` period, to notice a room that dropped it without a word (a MUC restarted under a
-//! live stream). The answers that still mean "joined" are `service-unavailable` and
-//! `feature-not-implemented` (the room does not support self-ping but routed the ping to us,
-//! or answered in our name); `remote-server-*` cannot tell, so nothing changes; any other
-//! error (`not-acceptable`, `item-not-found`), or no answer within a period, means dropped.
+//! live stream). Prosody 0.12 answers a self-ping itself (`muc.lib.lua`,
+//! `handle_iq_to_occupant`): a result while joined, `not-acceptable` ("You are not currently
+//! connected to this chat") when not. Other servers may route the ping to us instead, or
+//! answer `service-unavailable`/`feature-not-implemented`: still joined. `remote-server-*`
+//! cannot tell, so nothing changes. Any other error (`not-acceptable`, `item-not-found`), or
+//! no answer within a period, means dropped: the bridge joins again.
 
 use std::time::Instant;
 
