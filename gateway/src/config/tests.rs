@@ -421,4 +421,31 @@ fn the_example_config_is_valid_with_its_xmpp_server() {
     );
     assert_eq!(x.send_as("LongFast"), SendAs::Node);
     assert_eq!(c.routes.len(), 3);
+    // The server sides in deploy/xmpp/ name the same component, port and MUC service.
+    let prosody = include_str!("../../../deploy/xmpp/prosody.cfg.lua");
+    let port = x.server_addr().unwrap().port();
+    for line in [
+        format!("component_ports = {{ {port} }}"),
+        format!("Component \"{}\"", x.domain),
+        format!("Component \"{}\" \"muc\"", x.rooms),
+        "    modules_enabled = { \"muc_mam\" }".into(),
+        "    muc_room_locking = false".into(),
+    ] {
+        assert!(
+            prosody.lines().any(|l| l == line),
+            "prosody.cfg.lua has no {line:?}"
+        );
+    }
+    let ejabberd = include_str!("../../../deploy/xmpp/ejabberd.yml");
+    for line in [
+        format!("    port: {port}"),
+        format!("      {}:", x.domain),
+        format!("      - {}", x.rooms),
+        "      mam: true".into(),
+    ] {
+        assert!(
+            ejabberd.lines().any(|l| l == line),
+            "ejabberd.yml has no {line:?}"
+        );
+    }
 }
