@@ -119,6 +119,7 @@ pub fn gateway_config(
         airtime: AirtimeSection::default(),
         radios: sections,
         mqtt: Vec::new(),
+        xmpp: Vec::new(),
         channels: Vec::new(),
         routes,
     };

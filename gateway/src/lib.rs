@@ -9,6 +9,9 @@
 //! 4. the destination's [`worker`] drains its queue through its [`sink`] (paced by the airtime
 //!    governor for a radio), under the pure [`drain`] policy, and a row goes only when the far
 //!    side confirmed it.
+//!
+//! [`xmpp`] holds what the XMPP endpoint decides without a link: whether a text fits the mesh,
+//! the names on both sides, what a node's contact shows, and each user's rate.
 #![warn(missing_docs)]
 
 pub mod activity;
@@ -24,3 +27,4 @@ pub mod sink;
 pub mod stats;
 pub mod store;
 pub mod worker;
+pub mod xmpp;

@@ -1,7 +1,8 @@
 //! Per-sender token buckets: how much one node may push through an ingress that anyone can
-//! write to (an MQTT broker shared with other gateways, later XMPP users). Pure: `now` is an
-//! argument. Memory is bounded: past `max_senders` the bucket idle longest is forgotten (a
-//! forgotten sender starts again with a full bucket, which only ever lets a little more through).
+//! write to (an MQTT broker shared with other gateways; XMPP users, through
+//! `xmpp::UserLimiter`). Pure: `now` is an argument. Memory is bounded: past `max_senders` the
+//! bucket idle longest is forgotten (a forgotten sender starts again with a full bucket, which
+//! only ever lets a little more through).
 
 use std::collections::HashMap;
 use std::hash::Hash;

@@ -20,7 +20,7 @@ pub const PREFIX: &str = "ARCHIPEL_";
 const SECTIONS: &[&str] = &["gateway", "store", "airtime"];
 
 /// The list sections, which an index in a variable name cannot address.
-const LISTS: &[&str] = &["radio", "mqtt", "channel", "route"];
+const LISTS: &[&str] = &["radio", "mqtt", "xmpp", "channel", "route"];
 
 /// How the metadata of an override starts, to tell it from the file's.
 const METADATA_NAME: &str = "environment variable";

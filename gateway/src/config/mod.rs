@@ -8,8 +8,8 @@
 //!
 //! Sections, one file each:
 //! - `[gateway]` (here), `[store]` and `[airtime]` (`store.rs`);
-//! - endpoints, whose names are unique across kinds: `[[radio]]` (`radio.rs`) and `[[mqtt]]`
-//!   (`mqtt.rs`);
+//! - endpoints, whose names are unique across kinds: `[[radio]]` (`radio.rs`), `[[mqtt]]`
+//!   (`mqtt.rs`) and `[[xmpp]]` (`xmpp.rs`);
 //! - channels: every radio's plus `[[channel]]`, one [`ChannelTable`] for every kind
 //!   (`channel.rs`);
 //! - `[[route]]` between endpoints of any kind (`route.rs`);
@@ -30,6 +30,7 @@ mod syntax;
 mod testing;
 #[cfg(test)]
 mod tests;
+mod xmpp;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -49,6 +50,10 @@ pub use radio::{REGIONS, RadioSection, region_duty_cycle};
 pub use route::{MAX_HOPS, RouteSection};
 pub use secret::Secret;
 pub use store::{AirtimeSection, StoreSection, TtlSection};
+pub use xmpp::{
+    COMPONENT_PORT, DEFAULT_BRIDGE_NICK, DEFAULT_BURST_PER_USER, DEFAULT_RATE_PER_USER, SendAs,
+    XmppRoom, XmppSection,
+};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -68,6 +73,9 @@ pub struct Config {
     /// The MQTT brokers.
     #[serde(default)]
     pub mqtt: Vec<MqttSection>,
+    /// The XMPP servers the gateway joins as a component.
+    #[serde(default)]
+    pub xmpp: Vec<XmppSection>,
     /// Channels no local radio has (with their keys), for routes between other endpoints.
     #[serde(default, rename = "channel")]
     pub channels: Vec<ChannelSection>,
@@ -95,17 +103,21 @@ pub enum EndpointKind {
     Radio,
     /// An MQTT broker (`[[mqtt]]`).
     Mqtt,
+    /// An XMPP server (`[[xmpp]]`).
+    Xmpp,
 }
 
 impl EndpointKind {
     /// Every kind, in config order.
-    pub const ALL: [EndpointKind; 2] = [EndpointKind::Radio, EndpointKind::Mqtt];
+    pub const ALL: [EndpointKind; 3] =
+        [EndpointKind::Radio, EndpointKind::Mqtt, EndpointKind::Xmpp];
 
     /// The kind as its section is named.
     pub fn as_str(self) -> &'static str {
         match self {
             EndpointKind::Radio => "radio",
             EndpointKind::Mqtt => "mqtt",
+            EndpointKind::Xmpp => "xmpp",
         }
     }
 }
@@ -123,6 +135,8 @@ pub enum EndpointSection<'a> {
     Radio(&'a RadioSection),
     /// A `[[mqtt]]`.
     Mqtt(&'a MqttSection),
+    /// A `[[xmpp]]`.
+    Xmpp(&'a XmppSection),
 }
 
 impl<'a> EndpointSection<'a> {
@@ -131,6 +145,7 @@ impl<'a> EndpointSection<'a> {
         match self {
             EndpointSection::Radio(r) => &r.name,
             EndpointSection::Mqtt(m) => &m.name,
+            EndpointSection::Xmpp(x) => &x.name,
         }
     }
 
@@ -139,13 +154,14 @@ impl<'a> EndpointSection<'a> {
         match self {
             EndpointSection::Radio(_) => EndpointKind::Radio,
             EndpointSection::Mqtt(_) => EndpointKind::Mqtt,
+            EndpointSection::Xmpp(_) => EndpointKind::Xmpp,
         }
     }
 }
 
 impl Config {
     /// Reads `path`, applies the process's `ARCHIPEL_` overrides, reads the files the config
-    /// names (passwords, CA certificates, serial device links), and validates.
+    /// names (passwords, secrets, CA certificates, serial device links), and validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         Self::load_with_env(path, std::env::vars_os())
     }
@@ -199,6 +215,8 @@ impl Config {
             }
         };
         mqtt::read_files(&mut config.mqtt, &mut problems);
+        xmpp::read_files(&mut config.xmpp, &mut problems);
+        xmpp::resolve(&mut config.xmpp, &config.routes);
         radio::check_devices(&config.radios, &mut problems);
         if let Err(ConfigError::Invalid { problems: found }) = config.validate() {
             problems.extend(found);
@@ -216,7 +234,7 @@ impl Config {
     }
 
     /// Checks what types alone cannot, without touching the disk (loading also reads the
-    /// password and CA files).
+    /// password, secret and CA files).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut p = Vec::new();
         if let Some(why) = syntax::one_line(&self.gateway.name) {
@@ -239,10 +257,10 @@ impl Config {
         }
         store::check_store(&self.store, &mut p);
         store::check_airtime(&self.airtime, &mut p);
-        if self.radios.is_empty() && self.mqtt.is_empty() {
+        if self.radios.is_empty() && self.mqtt.is_empty() && self.xmpp.is_empty() {
             p.push(Problem::new(
                 "radio",
-                "no endpoint configured: add a [[radio]] section with name, tcp or serial and channels (or a [[mqtt]] section)",
+                "no endpoint configured: add a [[radio]] section with name, tcp or serial and channels (or a [[mqtt]] or [[xmpp]] section)",
             ));
         }
         radio::check(&self.radios, &mut p);
@@ -256,6 +274,7 @@ impl Config {
             },
             &mut p,
         );
+        xmpp::check(&self.xmpp, &self.routes, &mut p);
         self.check_endpoint_names(&mut p);
         for (k, c) in self.channels.iter().enumerate() {
             if let Some(why) = channel::channel_name(&c.name) {
@@ -284,13 +303,19 @@ impl Config {
                     .iter()
                     .enumerate()
                     .map(|(i, m)| (m.name.as_str(), mqtt::key(i, m))),
+            )
+            .chain(
+                self.xmpp
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| (x.name.as_str(), xmpp::key(i, x))),
             );
         for (name, key) in keyed {
             if let Some(first) = seen.get(name) {
                 p.push(Problem::new(
                     format!("{key}.name"),
                     format!(
-                        "`{name}` is also the name of {first}: endpoint names are unique across radios and brokers, since routes name them alone; rename one"
+                        "`{name}` is also the name of {first}: endpoint names are unique across radios, brokers and XMPP servers, since routes name them alone; rename one"
                     ),
                 ));
             } else {
@@ -309,12 +334,19 @@ impl Config {
         self.mqtt.iter().find(|m| m.name == name)
     }
 
-    /// Every endpoint with its kind: radios, then brokers, each in config order.
+    /// The XMPP section with this name.
+    pub fn xmpp_section(&self, name: &str) -> Option<&XmppSection> {
+        self.xmpp.iter().find(|x| x.name == name)
+    }
+
+    /// Every endpoint with its kind: radios, then brokers, then XMPP servers, each in config
+    /// order.
     pub fn endpoints(&self) -> impl Iterator<Item = EndpointSection<'_>> {
         self.radios
             .iter()
             .map(EndpointSection::Radio)
             .chain(self.mqtt.iter().map(EndpointSection::Mqtt))
+            .chain(self.xmpp.iter().map(EndpointSection::Xmpp))
     }
 
     /// The endpoint with this name, of any kind.

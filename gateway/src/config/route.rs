@@ -88,6 +88,18 @@ pub fn check(config: &Config, p: &mut Vec<Problem>) {
                             ));
                         }
                     }
+                    Some(EndpointSection::Xmpp(_)) => {
+                        if !table.contains(channel) {
+                            let known: Vec<&str> = table.names().collect();
+                            p.push(Problem::new(
+                                format!("{key}.{field}"),
+                                format!(
+                                    "xmpp `{name}` has no key for channel `{channel}`: the room shows the channel's texts decrypted, so the gateway needs its key; the channel table (every radio's channels and [[channel]] entries) has {}; add a [[channel]] with its name and psk",
+                                    if known.is_empty() { "none".into() } else { known.join(", ") }
+                                ),
+                            ));
+                        }
+                    }
                     Some(EndpointSection::Mqtt(_)) => {
                         if !table.contains(channel) {
                             let known: Vec<&str> = table.names().collect();
@@ -138,7 +150,7 @@ fn endpoint_list(config: &Config) -> String {
         .collect();
     if names.is_empty() {
         format!(
-            "none (add a [[radio]] or [[mqtt]] section; kinds: {})",
+            "none (add a [[radio]], [[mqtt]] or [[xmpp]] section; kinds: {})",
             EndpointKind::ALL.map(|k| k.to_string()).join(", ")
         )
     } else {

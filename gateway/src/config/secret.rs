@@ -1,9 +1,10 @@
-//! Secrets in the configuration: passwords now, the XMPP component secret and peer keys later.
+//! Secrets in the configuration: broker passwords, the XMPP component secret, and peer keys later.
 //!
 //! A config is logged, printed by `check-config` and shown on the status page, so a secret is
 //! a type of its own whose `Debug` and `Display` print `[redacted]`: forgetting to skip a field
-//! cannot leak it. It is read from a file named in the config (`password_file`), never written
-//! inline, so the TOML itself can be shared when asking for help.
+//! cannot leak it. It is read from a file named in the config (`password_file`,
+//! `secret_file`), so the TOML itself can be shared when asking for help; only the XMPP
+//! component secret may also be written inline, as the server's own config writes it.
 //!
 //! Hand-rolled rather than the `secrecy` crate: what `secrecy` adds is zeroing on drop, and the
 //! value is handed as a `String` to the protocol libraries (rumqttc's `set_credentials`), which
@@ -29,38 +30,63 @@ impl Secret {
     }
 
     /// Reads a secret file: its whole content, less one trailing newline (`echo pass > file`
-    /// writes one). The error says what is wrong with the file, never what is in it.
+    /// writes one), since an MQTT password may start or end with a space. The error says
+    /// what is wrong with the file, never what is in it.
     pub fn read_file(path: &Path) -> Result<Secret, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            format!(
-                "cannot read {}: {e}: the file must exist and be readable by the gateway's user",
-                path.display()
-            )
-        })?;
+        let text = read(path)?;
         let value = text
             .strip_suffix("\r\n")
             .or_else(|| text.strip_suffix('\n'))
             .unwrap_or(&text);
+        Self::checked(path, value)
+    }
+
+    /// Reads a secret file and trims whitespace at both ends: for an XMPP component secret,
+    /// which servers compare after trimming the config value too, so a stray space an editor
+    /// left would only make the handshake fail.
+    pub fn read_file_trimmed(path: &Path) -> Result<Secret, String> {
+        let text = read(path)?;
+        Self::checked(path, text.trim())
+    }
+
+    fn checked(path: &Path, value: &str) -> Result<Secret, String> {
         if value.is_empty() {
             return Err(format!(
-                "{} is empty: write the password in it (and nothing else)",
+                "{} is empty: write the secret in it (and nothing else)",
                 path.display()
             ));
         }
         if value.contains(['\n', '\r']) {
             return Err(format!(
-                "{} has several lines: write only the password in it",
+                "{} has several lines: write only the secret in it",
                 path.display()
             ));
         }
         if value.len() > u16::MAX as usize {
             return Err(format!(
-                "{} holds {} bytes: MQTT carries at most 65535",
+                "{} holds {} bytes: at most 65535 (what MQTT carries) are accepted",
                 path.display(),
                 value.len()
             ));
         }
         Ok(Secret::new(value))
+    }
+}
+
+fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "cannot read {}: {e}: the file must exist and be readable by the gateway's user",
+            path.display()
+        )
+    })
+}
+
+/// An inline secret (`secret = "..."`, allowed where a protocol's secret is shared
+/// config anyway, such as an XMPP component secret); it is redacted from then on.
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+        String::deserialize(d).map(Secret::new)
     }
 }
 
@@ -98,6 +124,10 @@ mod tests {
         assert_eq!(Secret::read_file(&path).unwrap().expose(), " sp ace");
         let path = dir.write("crlf", "x\r\n");
         assert_eq!(Secret::read_file(&path).unwrap().expose(), "x");
+        let path = dir.write("trim", "  s3cret \t\n\n");
+        assert_eq!(Secret::read_file_trimmed(&path).unwrap().expose(), "s3cret");
+        let e = Secret::read_file_trimmed(&dir.write("blank", " \n")).unwrap_err();
+        assert!(e.contains("is empty"), "{e}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::Config;
+use super::{Config, SendAs};
 
 impl Config {
     /// A one-screen summary of the configuration in force (no keys, no passwords).
@@ -77,7 +77,33 @@ impl Config {
                 m.burst_per_node
             );
         }
-        if !self.mqtt.is_empty() || !self.channels.is_empty() {
+        for x in &self.xmpp {
+            let secret = match &x.secret_file {
+                Some(f) => format!("secret from {}", f.display()),
+                None => "secret inline".into(),
+            };
+            let rooms: Vec<String> = x
+                .bridged()
+                .map(|(channel, room)| {
+                    let who = match x.send_as(channel) {
+                        SendAs::Node => "each user as a node",
+                        SendAs::Gateway => "as the gateway, [nick] prefixed",
+                    };
+                    format!("{channel} in {room}@{} ({who})", x.rooms)
+                })
+                .collect();
+            let rooms = if rooms.is_empty() {
+                "no channel routed".into()
+            } else {
+                rooms.join(", ")
+            };
+            let _ = writeln!(
+                s,
+                "xmpp {} at {}: component {} ({secret}), bridge nick {}; {rooms}; at most {} texts a minute per user, bursts of {}",
+                x.name, x.server, x.domain, x.bridge_nick, x.rate_per_user, x.burst_per_user
+            );
+        }
+        if !self.mqtt.is_empty() || !self.xmpp.is_empty() || !self.channels.is_empty() {
             let table = self.channel_table();
             let own: Vec<&str> = self.channels.iter().map(|c| c.name.as_str()).collect();
             let _ = write!(

@@ -1,5 +1,6 @@
 //! Whole-config tests: loading, the defects of issue 6, endpoints and routes. MQTT sections,
-//! secrets and the channel table have theirs in `tests/mqtt.rs`.
+//! secrets and the channel table have theirs in `tests/mqtt.rs`, XMPP sections in
+//! `tests/xmpp.rs`.
 
 use std::ffi::OsString;
 
@@ -7,6 +8,7 @@ use super::testing::{GOOD, TempDir, problems};
 use super::*;
 
 mod mqtt;
+mod xmpp;
 
 #[test]
 fn a_good_config_loads_with_defaults() {
@@ -394,4 +396,56 @@ fn the_example_config_is_valid_as_shipped_and_with_its_broker() {
     );
     assert!(c.channel_table().contains("Fr_BlaBla"));
     assert_eq!(c.routes.len(), 3);
+}
+
+#[test]
+fn the_example_config_is_valid_with_its_xmpp_server() {
+    let dir = TempDir::new("example-xmpp");
+    let secret = dir.write("xmpp.secret", "example\n");
+    let text = example(&["# [[xmpp]]", "# [[route]]   # to the XMPP server"])
+        .replace("/etc/archipel/xmpp.secret", &secret.display().to_string());
+    let c = Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let x = c.xmpp_section("hub-xmpp").expect("the xmpp block is on");
+    assert_eq!(x.secret.as_ref().map(Secret::expose), Some("example"));
+    assert_eq!(
+        (x.rate_per_user, x.burst_per_user, x.bridge_nick.as_str()),
+        (
+            DEFAULT_RATE_PER_USER,
+            DEFAULT_BURST_PER_USER,
+            DEFAULT_BRIDGE_NICK
+        )
+    );
+    assert_eq!(
+        x.bridged().collect::<Vec<_>>(),
+        [("LongFast", "longfast".to_owned())]
+    );
+    assert_eq!(x.send_as("LongFast"), SendAs::Node);
+    assert_eq!(c.routes.len(), 3);
+    // The server sides in deploy/xmpp/ name the same component, port and MUC service.
+    let prosody = include_str!("../../../deploy/xmpp/prosody.cfg.lua");
+    let port = x.server_addr().unwrap().port();
+    for line in [
+        format!("component_ports = {{ {port} }}"),
+        format!("Component \"{}\"", x.domain),
+        format!("Component \"{}\" \"muc\"", x.rooms),
+        "    modules_enabled = { \"muc_mam\" }".into(),
+        "    muc_room_locking = false".into(),
+    ] {
+        assert!(
+            prosody.lines().any(|l| l == line),
+            "prosody.cfg.lua has no {line:?}"
+        );
+    }
+    let ejabberd = include_str!("../../../deploy/xmpp/ejabberd.yml");
+    for line in [
+        format!("    port: {port}"),
+        format!("      {}:", x.domain),
+        format!("      - {}", x.rooms),
+        "      mam: true".into(),
+    ] {
+        assert!(
+            ejabberd.lines().any(|l| l == line),
+            "ejabberd.yml has no {line:?}"
+        );
+    }
 }
