@@ -41,7 +41,8 @@ pub struct RoomMessage {
     pub room: String,
     /// The speaker's nick in the room.
     pub nick: String,
-    /// The speaker's bare real JID, when the room shows it to the bridge.
+    /// The speaker's full real JID, when the room shows it to the bridge: where an answer
+    /// about this message goes (an error to a bare JID is dropped by servers, RFC 6121 §8.5.2).
     pub real_jid: Option<String>,
     /// The stanza id as sent.
     pub id: Option<String>,

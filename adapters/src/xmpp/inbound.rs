@@ -104,7 +104,7 @@ impl Link {
                 self.emit(XmppEvent::Groupchat(RoomMessage {
                     room,
                     nick,
-                    real_jid: real.map(|j| j.to_bare().to_string()),
+                    real_jid: real.map(|j| j.to_string()),
                     id,
                     body,
                 }));
