@@ -19,11 +19,16 @@
 //! that queues the deliveries, so "heard by two radios", "heard on a radio and on MQTT" and
 //! "heard again after a restart" are the same case.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use mesh_core::{ChannelKey, Class, NodeId, Packet, proto};
 
-use crate::config::{Config, TtlSection};
+use crate::config::{Config, EndpointKind, TtlSection};
+
+/// The channel name PKI direct messages are kept under: they are encrypted for one node, not
+/// with a channel key, so they are stored (and relayed to a radio) as they are, and a radio
+/// publishes and takes them on the firmware's `PKI` topic.
+pub const PKI: &str = "PKI";
 use crate::store::{Delivery, Inbound, Millis, NewDelivery};
 
 /// One direction of a route: `channel` heard on endpoint `from` goes to `to_channel` on
@@ -114,6 +119,9 @@ pub struct Rendered {
 impl Rendered {
     /// The packet decoded, for destinations that show what it says.
     pub fn decoded(&self) -> Option<Packet> {
+        if self.packet.data().is_some() {
+            return Some(self.packet.clone());
+        }
         self.packet.decrypt(&self.key).ok()
     }
 }
@@ -141,6 +149,27 @@ pub struct Router {
     keys: HashMap<String, ChannelKey>,
     /// How long each class may wait.
     ttl: TtlSection,
+    /// Endpoints that show what people say (XMPP): they take a channel's broadcast texts and
+    /// nothing else from route legs; direct messages reach them only addressed
+    /// ([`Router::addressed`]) to one of their people.
+    text_only: HashSet<String>,
+}
+
+/// A packet for named destinations, outside the route legs: a direct message between a mesh
+/// node and an XMPP user, the NodeInfo that introduces a virtual node, an acknowledgement.
+#[derive(Debug, Clone, Copy)]
+pub struct Addressed<'a> {
+    /// The endpoint it came from.
+    pub source: &'a str,
+    /// Where it goes.
+    pub destinations: &'a [String],
+    /// The channel it is encrypted for at rest: a configured channel, or [`PKI`] for a packet
+    /// kept as it is (PKI ciphertext, or a PKI message already read for an XMPP user).
+    pub channel: &'a str,
+    /// Its drain class (a virtual node's introduction goes with what it introduces).
+    pub class: Class,
+    /// Hop limit on arrival, for radios.
+    pub hops: u8,
 }
 
 impl Router {
@@ -180,11 +209,95 @@ impl Router {
             .iter()
             .map(|(name, entry)| (name.to_owned(), entry.key.clone()))
             .collect();
+        let text_only = config
+            .endpoints()
+            .filter(|e| e.kind() == EndpointKind::Xmpp)
+            .map(|e| e.name().to_owned())
+            .collect();
         Router {
             legs: unique,
             keys,
             ttl: config.store.ttl.clone(),
+            text_only,
         }
+    }
+
+    /// The destinations a route takes `channel` to from `source`, with the channel there and
+    /// the hop limit on arrival.
+    pub fn destinations(&self, source: &str, channel: &str) -> Vec<(String, String, u8)> {
+        let mut out: Vec<(String, String, u8)> = Vec::new();
+        for leg in self
+            .legs
+            .iter()
+            .filter(|l| l.from == source && l.channel == channel && l.to != source)
+        {
+            if !out.iter().any(|(to, _, _)| *to == leg.to) {
+                out.push((leg.to.clone(), leg.to_channel.clone(), leg.hops));
+            }
+        }
+        out
+    }
+
+    /// Every channel a route takes to or from `endpoint`, each once (an XMPP endpoint's
+    /// rooms).
+    pub fn channels_of(&self, endpoint: &str) -> Vec<String> {
+        let mut channels: Vec<String> = Vec::new();
+        for leg in &self.legs {
+            let channel = if leg.from == endpoint {
+                &leg.channel
+            } else if leg.to == endpoint {
+                &leg.to_channel
+            } else {
+                continue;
+            };
+            if !channels.contains(channel) {
+                channels.push(channel.clone());
+            }
+        }
+        channels
+    }
+
+    /// The key of a configured channel.
+    pub fn key(&self, channel: &str) -> Option<&ChannelKey> {
+        self.keys.get(channel)
+    }
+
+    /// Queues `packet` (decoded, or PKI ciphertext under [`PKI`]) for the named destinations
+    /// alone, keeping its `from` and `id`, stored encrypted with its channel's key (a [`PKI`]
+    /// packet as it is).
+    #[must_use]
+    pub fn addressed(&self, a: Addressed<'_>, packet: &Packet, now: Millis) -> Decision {
+        if packet.id().is_unset() {
+            return Decision::Ignore(Ignored::NoId);
+        }
+        let stored = if a.channel == PKI {
+            packet.clone()
+        } else {
+            let Some(key) = self.keys.get(a.channel) else {
+                return Decision::Ignore(Ignored::UnknownChannel);
+            };
+            packet.encrypt(a.channel, key)
+        };
+        let expires_at =
+            now.saturating_add(i64::try_from(self.ttl.of(a.class).as_millis()).unwrap_or(i64::MAX));
+        Decision::Relay(Inbound {
+            from: packet.from(),
+            id: packet.id(),
+            class: a.class,
+            source: a.source.to_owned(),
+            channel: a.channel.to_owned(),
+            packet: stored.encode(),
+            expires_at,
+            deliveries: a
+                .destinations
+                .iter()
+                .map(|d| NewDelivery {
+                    destination: d.clone(),
+                    to_channel: None,
+                    hops: a.hops,
+                })
+                .collect(),
+        })
     }
 
     /// Reads a packet heard encrypted (a radio's uplink, an MQTT envelope) with the key of
@@ -244,6 +357,11 @@ impl Router {
             l.from == heard.source && l.channel == heard.channel && l.to != heard.source
         }) {
             if !self.keys.contains_key(&leg.to_channel) {
+                continue;
+            }
+            if self.text_only.contains(&leg.to)
+                && (!p.to().is_broadcast() || data.portnum != proto::PortNum::TextMessageApp as i32)
+            {
                 continue;
             }
             deliveries.push(NewDelivery {
@@ -316,6 +434,14 @@ impl Router {
     pub fn render(&self, d: &Delivery) -> Result<Rendered, RenderError> {
         let stored = Packet::decode(d.packet.clone().into())
             .map_err(|e| RenderError::Unreadable(e.to_string()))?;
+        if d.channel == PKI {
+            return Ok(Rendered {
+                packet: stored,
+                channel: PKI.to_owned(),
+                key: ChannelKey::None,
+                hops: d.hops,
+            });
+        }
         let from_key = self
             .keys
             .get(&d.channel)
