@@ -12,6 +12,7 @@
 //!
 //! [`xmpp`] holds what the XMPP endpoint decides without a link: whether a text fits the mesh,
 //! the names on both sides, what a node's contact shows, and each user's rate.
+//! XMPP users speak on the mesh as virtual nodes ([`people`]).
 #![warn(missing_docs)]
 
 pub mod activity;
@@ -21,6 +22,7 @@ pub mod drain;
 pub mod failpoint;
 pub mod ingest;
 pub mod nodes;
+pub mod people;
 pub mod ratelimit;
 pub mod router;
 pub mod sink;
