@@ -4,8 +4,12 @@
 //! ```text
 //! radio link ─RadioEvent─> ingest::radio ─┐                                 ┌─> DrainWorker<RadioSink> ─> radio link
 //!                                         ├─ Router::route ─> Writer (commit) ┤
-//! mqtt link ──MqttEvent──> ingest::mqtt ──┘    (then: wake, count, PUBACK)   └─> DrainWorker<MqttSink> ──> mqtt link
+//! mqtt link ──MqttEvent──> ingest::mqtt ──┤    (then: wake, count, PUBACK)   ├─> DrainWorker<MqttSink> ──> mqtt link
+//! xmpp link ──XmppEvent──> ingest::xmpp ──┘                                  └─> DrainWorker<XmppSink> ──> xmpp link
 //! ```
+//!
+//! Packets addressed to an XMPP user's virtual node skip the route legs: radio ingest queues
+//! them for that user's XMPP endpoint ([`crate::people`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use archipel_adapters::mqtt::{self, MqttHandle};
 use archipel_adapters::radio::{self, Attachment, RadioConfig, RadioHandle};
+use archipel_adapters::xmpp::{self, RoomSpec, XmppHandle};
 use mesh_core::Governor;
 use mesh_core::envelope::{Root, TopicChannel};
 use tokio::sync::{Notify, broadcast, watch};
@@ -20,16 +25,19 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::activity::Activity;
-use crate::config::{Config, MqttSection, RadioSection};
+use crate::config::{Config, MqttSection, RadioSection, XmppSection};
 use crate::ingest::Ingest;
 use crate::ingest::downlink::DownlinkFilter;
 use crate::ingest::mqtt::{JsonDownlink, MqttIngest};
 use crate::ingest::radio::{Expected, RadioIngest};
+use crate::ingest::xmpp::XmppIngest;
 use crate::nodes::{DEFAULT_AWAY_AFTER, DEFAULT_CAPACITY, NodeDirectory};
+use crate::people::People;
 use crate::ratelimit::Rate;
 use crate::router::Router;
 use crate::sink::mqtt::MqttSink;
 use crate::sink::radio::{DirectWait, RadioSink};
+use crate::sink::xmpp::XmppSink;
 use crate::stats::Stats;
 use crate::store::{Millis, Store, StoreConfig, StoreError, Writer};
 use crate::worker::{DrainWorker, Shared};
@@ -66,6 +74,8 @@ enum Link {
     Radio(RadioHandle),
     /// An MQTT link.
     Mqtt(MqttHandle),
+    /// An XMPP link.
+    Xmpp(XmppHandle),
 }
 
 /// A running gateway.
@@ -103,6 +113,7 @@ impl Gateway {
             .iter()
             .map(|r| r.name.as_str())
             .chain(config.mqtt.iter().map(|m| m.name.as_str()))
+            .chain(config.xmpp.iter().map(|x| x.name.as_str()))
             .collect();
         report_orphan_queues(&store, &names).await;
         let writer = Writer::spawn(store.clone(), MAX_BATCH);
@@ -114,12 +125,22 @@ impl Gateway {
             .iter()
             .map(|n| ((*n).to_owned(), Arc::new(Notify::new())))
             .collect();
+        let people = Arc::new(People::new());
+        if let Some(first) = config.xmpp.first() {
+            // Virtual nodes are per owner, not per endpoint; with one XMPP server (the usual
+            // hub) they are all its users'.
+            for v in store.virtual_nodes().await? {
+                people.insert(&v, &first.name);
+            }
+        }
         let ingest = Arc::new(Ingest::new(
             router.clone(),
             writer,
             wakes.clone(),
             activity.clone(),
             stats.clone(),
+            people.clone(),
+            config.radios.iter().map(|r| r.name.clone()).collect(),
         ));
         let mut tasks = Vec::new();
         let mut links = Vec::new();
@@ -218,6 +239,37 @@ impl Gateway {
             links.push(Link::Mqtt(handle));
         }
 
+        for x in &config.xmpp {
+            let (handle, events) = xmpp::spawn(xmpp_config(x));
+            for (channel, room) in x.bridged() {
+                let view = crate::xmpp::room_spec(channel, &room, &config.gateway.name);
+                handle.keep_room(RoomSpec {
+                    local: view.local,
+                    name: view.name,
+                    description: view.description,
+                });
+            }
+            let sink = XmppSink::new(handle.clone(), x.clone(), nodes.clone(), people.clone());
+            let w = DrainWorker::new(x.name.clone(), sink, &shared, wakes[&x.name].clone());
+            tasks.push(tokio::spawn(w.run(stop_rx.clone())));
+            tasks.push(tokio::spawn(contacts(
+                handle.clone(),
+                nodes.clone(),
+                stop_rx.clone(),
+            )));
+            let task = XmppIngest::new(
+                x.clone(),
+                events,
+                handle.clone(),
+                nodes.clone(),
+                people.clone(),
+                store.clone(),
+                ingest.clone(),
+            );
+            tasks.push(tokio::spawn(task.run()));
+            links.push(Link::Xmpp(handle));
+        }
+
         let seen_window = Duration::from_secs(config.store.seen_window_hours.saturating_mul(3600));
         tasks.push(tokio::spawn(maintain(
             store.clone(),
@@ -227,7 +279,8 @@ impl Gateway {
             stop_rx,
         )));
         info!(name = %config.gateway.name, id = %config.gateway.id,
-              radios = config.radios.len(), mqtt = config.mqtt.len(), "gateway running");
+              radios = config.radios.len(), mqtt = config.mqtt.len(), xmpp = config.xmpp.len(),
+              "gateway running");
         Ok(Gateway {
             stats,
             activity,
@@ -284,6 +337,7 @@ impl Gateway {
             match link {
                 Link::Radio(r) => r.shutdown().await,
                 Link::Mqtt(m) => m.shutdown().await,
+                Link::Xmpp(x) => x.shutdown().await,
             }
         }
         for t in tasks.drain(..) {
@@ -403,5 +457,69 @@ fn mqtt_config(config: &Config, m: &MqttSection, subscriptions: Vec<String>) -> 
         ca_file: t.ca_file.clone(),
     });
     link.subscriptions = subscriptions;
+    link
+}
+
+/// How often contacts' status lines ("heard 4 min ago") are brought up to date.
+const CONTACTS_EVERY: Duration = Duration::from_secs(60);
+
+/// Keeps an XMPP link's contacts (one per mesh node) in step with the node directory: every
+/// node at start, each change as it happens, and each status line whose words moved on
+/// ("heard 4 min ago" → "5 min ago", available → away) once a minute. A line that did not
+/// change is not sent again, so a quiet mesh costs the server nothing.
+async fn contacts(xmpp: XmppHandle, nodes: Arc<NodeDirectory>, mut stop: watch::Receiver<bool>) {
+    let mut changes = nodes.subscribe();
+    let mut shown: HashMap<mesh_core::NodeId, crate::xmpp::ContactView> = HashMap::new();
+    let mut show = |node: &crate::nodes::Node, now: Instant| {
+        let view = crate::xmpp::contact(node, now);
+        if shown.get(&node.id) != Some(&view) {
+            xmpp.set_contact(xmpp::Contact {
+                local: view.local.clone(),
+                available: view.available,
+                status: view.status.clone(),
+                long_name: view.long_name.clone(),
+                short_name: view.short_name.clone(),
+                hardware: view.hardware.clone(),
+            });
+            shown.insert(node.id, view);
+        }
+    };
+    let mut tick = tokio::time::interval(CONTACTS_EVERY);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {
+                let now = Instant::now();
+                for node in nodes.snapshot() {
+                    show(&node, now);
+                }
+            }
+            change = changes.recv() => match change {
+                Ok(change) => show(&change.node, Instant::now()),
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let now = Instant::now();
+                    for node in nodes.snapshot() {
+                        show(&node, now);
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        }
+    }
+}
+
+/// The XMPP link settings of one (validated) section.
+fn xmpp_config(x: &XmppSection) -> xmpp::XmppConfig {
+    let mut link = xmpp::XmppConfig::new(
+        x.name.clone(),
+        x.server.clone(),
+        x.domain.clone(),
+        x.secret
+            .as_ref()
+            .map(|s| s.expose().to_owned())
+            .unwrap_or_default(),
+        x.rooms.clone(),
+    );
+    link.bridge_nick = x.bridge_nick.clone();
     link
 }

@@ -11,6 +11,7 @@
 pub mod downlink;
 pub mod mqtt;
 pub mod radio;
+pub mod xmpp;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -25,6 +26,7 @@ use tracing::warn;
 
 use crate::activity::Activity;
 use crate::failpoint::{self, CrashPoint};
+use crate::people::People;
 use crate::router::{Decision, Heard, Router};
 use crate::stats::Stats;
 use crate::store::{Accepted, Inbound, Millis, StoreError, Writer};
@@ -53,6 +55,17 @@ impl LocalNodes {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(node, radio);
+    }
+
+    /// The name of the primary channel (index 0) of radio endpoint `endpoint`, once its
+    /// handshake said it: the channel direct messages to its mesh go on.
+    pub fn primary_channel(&self, endpoint: &str) -> Option<String> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .find(|r| r.endpoint == endpoint)
+            .and_then(|r| r.channels.first().cloned().flatten())
     }
 
     /// Whether `node` is one of our radios.
@@ -87,6 +100,10 @@ pub struct Ingest {
     pub activity: broadcast::Sender<Activity>,
     /// Shared counters.
     pub stats: Arc<Stats>,
+    /// XMPP users' virtual nodes: packets addressed to one go to its XMPP endpoint.
+    pub people: Arc<People>,
+    /// The radio endpoints' names, in configuration order.
+    pub radios: Vec<String>,
 }
 
 /// A packet handed to the writer, with what to report once its commit is done.
@@ -163,6 +180,8 @@ impl Ingest {
         wakes: HashMap<String, Arc<Notify>>,
         activity: broadcast::Sender<Activity>,
         stats: Arc<Stats>,
+        people: Arc<People>,
+        radios: Vec<String>,
     ) -> Ingest {
         Ingest {
             router,
@@ -171,6 +190,8 @@ impl Ingest {
             local_nodes: LocalNodes::default(),
             activity,
             stats,
+            people,
+            radios,
         }
     }
 

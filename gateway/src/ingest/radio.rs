@@ -15,8 +15,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use archipel_adapters::radio::{RadioEvent, RadioInfo};
-use mesh_core::{ModemPreset, NodeId, Packet, proto};
+use mesh_core::pki::PublicKey;
+use mesh_core::{Class, ModemPreset, NodeId, Packet, PacketId, proto};
 use prost::Message;
+use rand::TryRngCore;
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, info_span, warn};
 
@@ -24,7 +26,8 @@ use super::{Ingest, LocalRadio, Pipeline};
 use crate::activity::Activity;
 use crate::app::now_ms;
 use crate::nodes::NodeDirectory;
-use crate::router::Heard;
+use crate::people::Person;
+use crate::router::{Addressed, Heard, PKI};
 
 /// What the configuration expects a radio to be; the radio's own word wins, a disagreement
 /// is said loudly.
@@ -120,6 +123,10 @@ impl RadioIngest {
             RadioEvent::Notification(_) => {}
             RadioEvent::Packet(packet) => self.on_packet(packet, pipeline),
             RadioEvent::Uplink { packet, channel } => {
+                if let Some(person) = self.ingest.people.by_node(packet.to()) {
+                    self.for_person(&person, packet, &channel, pipeline);
+                    return;
+                }
                 let Some(decoded) = self.ingest.router.decrypt(&channel, &packet) else {
                     // Its sender is here all the same (a PKI direct message, a channel we do
                     // not hold).
@@ -248,6 +255,116 @@ impl RadioIngest {
             return;
         }
         self.relay(packet, channel, pipeline);
+    }
+
+    /// A packet for one of our XMPP users' virtual nodes (a direct message, the mesh's ACK of
+    /// one the user sent): read with the virtual node's key when it is PKI (kept read, under
+    /// [`PKI`]), and queued for the user's XMPP endpoint alone. Nothing else of the mesh
+    /// reaches a person's chat.
+    fn for_person(
+        &mut self,
+        person: &Person,
+        packet: Packet,
+        channel: &str,
+        pipeline: &mut Pipeline<()>,
+    ) {
+        let (decoded, at_rest) = if channel == PKI || packet.is_pki() {
+            let theirs = self
+                .nodes
+                .get(packet.from())
+                .and_then(|n| n.user)
+                .and_then(|u| PublicKey::from_user_field(&u.public_key).ok().flatten());
+            let read = theirs.and_then(|k| packet.decrypt_pki(&person.key, &k).ok());
+            (read, PKI.to_owned())
+        } else {
+            (
+                self.ingest.router.decrypt(channel, &packet),
+                channel.to_owned(),
+            )
+        };
+        self.nodes.heard(
+            &self.name,
+            decoded.as_ref().unwrap_or(&packet),
+            Instant::now(),
+            now_ms(),
+        );
+        let Some(decoded) = decoded else {
+            self.ingest.stats.dropped(&self.name, "undecryptable");
+            return;
+        };
+        let wanted = matches!(
+            decoded.portnum(),
+            Some(proto::PortNum::TextMessageApp | proto::PortNum::RoutingApp)
+        );
+        if !wanted {
+            return;
+        }
+        let acked = decoded.want_ack()
+            && decoded.portnum() == Some(proto::PortNum::TextMessageApp)
+            && !decoded.to().is_broadcast();
+        let destinations = [person.endpoint.clone()];
+        let decision = self.ingest.router.addressed(
+            Addressed {
+                source: &self.name,
+                destinations: &destinations,
+                channel: &at_rest,
+                class: Class::of(&decoded),
+                hops: 0,
+            },
+            &decoded,
+            now_ms(),
+        );
+        self.ingest.queue(decision, now_ms(), pipeline, ());
+        if acked {
+            self.acknowledge(person, &decoded, pipeline);
+        }
+    }
+
+    /// The mesh's ACK of a direct message to a virtual node, from that node, queued after the
+    /// message itself (so it goes once the message is in the store): without it the sender's
+    /// radio retransmits and finally shows the message as failed. It says the hub has it for
+    /// the person; their XMPP client's own receipt is not waited for, as they may be offline
+    /// for days. On the radio's primary channel, with its key (the firmware never PKI-encrypts
+    /// a routing answer).
+    fn acknowledge(&mut self, person: &Person, dm: &Packet, pipeline: &mut Pipeline<()>) {
+        let Some(channel) = self.ingest.local_nodes.primary_channel(&self.name) else {
+            return;
+        };
+        let routing = proto::Routing {
+            variant: Some(proto::routing::Variant::ErrorReason(
+                proto::routing::Error::None as i32,
+            )),
+        };
+        let data = proto::Data {
+            portnum: proto::PortNum::RoutingApp as i32,
+            payload: routing.encode_to_vec(),
+            request_id: dm.id().get(),
+            ..Default::default()
+        };
+        let random = rand::rngs::OsRng.try_next_u32().unwrap_or(dm.id().get());
+        let id = PacketId::generate(random, dm.id().get().rotate_left(10));
+        let meta = proto::MeshPacket {
+            from: person.node.get(),
+            to: dm.from().get(),
+            id: id.get(),
+            hop_limit: 3,
+            hop_start: 3,
+            ..Default::default()
+        };
+        let ack = Packet::from_data(meta, data);
+        let destinations = [self.name.clone()];
+        let decision = self.ingest.router.addressed(
+            Addressed {
+                source: &person.endpoint,
+                destinations: &destinations,
+                channel: &channel,
+                class: Class::Direct,
+                hops: 3,
+            },
+            &ack,
+            now_ms(),
+        );
+        self.ingest.queue(decision, now_ms(), pipeline, ());
     }
 
     fn relay(&mut self, packet: Packet, channel: String, pipeline: &mut Pipeline<()>) {

@@ -8,6 +8,7 @@
 
 pub mod mqtt;
 pub mod radio;
+pub mod xmpp;
 
 use std::time::{Duration, Instant};
 
