@@ -139,8 +139,10 @@ pub(super) enum Control {
 pub struct MqttHandle {
     /// For messages.
     name: Arc<str>,
-    /// Publishes to the link; bounded, so a full window makes `publish` wait.
-    publishes: mpsc::Sender<PublishRequest>,
+    /// Publishes to the link, in call order. Unbounded: the link takes them off only while
+    /// its in-flight window has room, and the owner (the drain worker) bounds how many it has
+    /// outstanding, so at most a window's worth waits here.
+    publishes: mpsc::UnboundedSender<PublishRequest>,
     /// Acks and shutdown, in the order they were given.
     control: mpsc::UnboundedSender<Control>,
     /// What crossed the link.
@@ -152,21 +154,34 @@ pub struct MqttHandle {
 }
 
 impl MqttHandle {
-    /// Publishes `payload` on `topic` with QoS 1 and waits for the outcome: `Delivered` only
-    /// on the broker's PUBACK for this very publish; `Unreachable` when the link is down or
-    /// drops before that PUBACK (the publish may still have reached the broker: at least
-    /// once); `Rejected` for a topic or size MQTT cannot carry.
-    pub async fn publish(&self, topic: String, payload: Bytes) -> DeliveryStatus {
+    /// Publishes `payload` on `topic` with QoS 1; the future resolves with the outcome:
+    /// `Delivered` only on the broker's PUBACK for this very publish; `Unreachable` when the
+    /// link is down or drops before that PUBACK (the publish may still have reached the
+    /// broker: at least once); `Rejected` for a topic or size MQTT cannot carry.
+    ///
+    /// The publish is handed to the link now, not when the future is first polled: publishes
+    /// go out in the order of these calls. (Handing them over from the futures instead let a
+    /// full window reorder them: the waiting senders were woken in batches, last first, and a
+    /// backlog reached the broker with runs of messages reversed.)
+    pub fn publish(
+        &self,
+        topic: String,
+        payload: Bytes,
+    ) -> impl Future<Output = DeliveryStatus> + Send + 'static {
         let (reply, outcome) = oneshot::channel();
         let request = PublishRequest {
             topic,
             payload,
             reply,
         };
-        if self.publishes.send(request).await.is_err() {
-            return self.stopped();
+        let handed = self.publishes.send(request).is_ok();
+        let name = self.name.clone();
+        async move {
+            if !handed {
+                return stopped(&name);
+            }
+            outcome.await.unwrap_or_else(|_| stopped(&name))
         }
-        outcome.await.unwrap_or_else(|_| self.stopped())
     }
 
     /// Acknowledges a received message (sends its PUBACK). Call it only once the message is
@@ -213,9 +228,11 @@ impl MqttHandle {
         }
     }
 
-    fn stopped(&self) -> DeliveryStatus {
-        DeliveryStatus::unreachable(LinkStopped(self.name.to_string()).to_string())
-    }
+}
+
+/// The outcome of a publish to link `name` after it stopped.
+fn stopped(name: &str) -> DeliveryStatus {
+    DeliveryStatus::unreachable(LinkStopped(name.to_owned()).to_string())
 }
 
 /// Starts an MQTT link task after checking its settings. Events arrive on the returned
@@ -230,7 +247,7 @@ pub fn spawn(config: MqttConfig) -> Result<(MqttHandle, mpsc::Receiver<MqttEvent
     // control requests (anything beyond waits in the link's own backlog).
     let (client, mut eventloop) = AsyncClient::new(options, usize::from(config.max_inflight) + 64);
     eventloop.set_network_options(config::network_options(&config));
-    let (publishes, publish_rx) = mpsc::channel(usize::from(config.max_inflight));
+    let (publishes, publish_rx) = mpsc::unbounded_channel();
     let (control, control_rx) = mpsc::unbounded_channel();
     let (events, event_rx) = mpsc::channel(config.event_capacity);
     let (lifecycle_tx, lifecycle) = watch::channel(Lifecycle::Connecting { attempt: 0 });

@@ -64,7 +64,7 @@ pub(super) struct Link {
     /// Queues requests into rumqttc's channel (non-blocking only: the loop must keep polling).
     client: AsyncClient,
     /// Publishes from handles; read only while the in-flight window has room.
-    publish_rx: mpsc::Receiver<PublishRequest>,
+    publish_rx: mpsc::UnboundedReceiver<PublishRequest>,
     /// Acks and shutdown from handles.
     control_rx: mpsc::UnboundedReceiver<Control>,
     /// Events to the owner; only ever `try_send`, so the owner never stalls the loop.
@@ -100,7 +100,7 @@ impl Link {
     pub(super) fn new(
         config: MqttConfig,
         client: AsyncClient,
-        publish_rx: mpsc::Receiver<PublishRequest>,
+        publish_rx: mpsc::UnboundedReceiver<PublishRequest>,
         control_rx: mpsc::UnboundedReceiver<Control>,
         events: mpsc::Sender<MqttEvent>,
         lifecycle: watch::Sender<Lifecycle>,

@@ -103,12 +103,14 @@ impl Sink for MqttSink {
                 _ => {}
             }
         }
-        let mqtt = self.mqtt.clone();
+        // Handed to the link now, so publishes keep the drain order whatever order the worker
+        // polls the sends in.
+        let sends: Vec<_> = messages
+            .into_iter()
+            .map(|(topic, payload)| self.mqtt.publish(topic, payload))
+            .collect();
         let send = async move {
             // Every message must be PUBACKed; the first that is not decides the status.
-            let sends = messages
-                .into_iter()
-                .map(|(topic, payload)| mqtt.publish(topic, payload));
             for status in futures_util::future::join_all(sends).await {
                 if !status.is_delivered() {
                     return status;
