@@ -163,6 +163,8 @@ pub(super) enum Request {
         nick: String,
         /// Text.
         body: String,
+        /// The link's generation when it was asked ([`XmppHandle::generation`]).
+        generation: u64,
         /// Who waits.
         reply: oneshot::Sender<DeliveryStatus>,
     },
@@ -174,6 +176,8 @@ pub(super) enum Request {
         to: String,
         /// Text.
         body: String,
+        /// The link's generation when it was asked.
+        generation: u64,
         /// Who waits.
         reply: oneshot::Sender<DeliveryStatus>,
     },
@@ -213,6 +217,12 @@ pub struct XmppHandle {
     /// Work for the link; unbounded because every waiting call is bounded by its caller, and
     /// fire-and-forget calls must not block the owner's event loop.
     requests: mpsc::UnboundedSender<Request>,
+    /// How many times the link became ready (every kept room joined): a say or chat is
+    /// stamped with it when asked, and the link refuses (`Unreachable`) one stamped before its
+    /// current readiness. Without it, a message asked for just before a reconnect could be
+    /// refused while the next one, asked a moment later, went out on the new stream: the
+    /// owner then sent the first again after the second, out of order.
+    generation: Arc<AtomicU64>,
     /// What crossed the link.
     counters: Arc<XmppCounters>,
     /// Where the link is.
@@ -256,36 +266,43 @@ impl XmppHandle {
     /// `Delivered` only once the room reflected the message (matched on the id it sent);
     /// `Unreachable` while the stream is down or the room is not joined; `Rejected` when the
     /// room refused it; `Failed` when no reflection came in time.
-    pub async fn say(
+    pub fn say(
         &self,
         room: &str,
         from_local: &str,
         nick: &str,
         body: String,
-    ) -> DeliveryStatus {
+    ) -> impl Future<Output = DeliveryStatus> + Send + 'static {
         let (reply, outcome) = oneshot::channel();
         let request = Request::Say {
             room: room.to_owned(),
             local: from_local.to_owned(),
             nick: nick.to_owned(),
             body,
+            generation: self.generation.load(Ordering::Acquire),
             reply,
         };
-        self.ask(request, outcome).await
+        self.ask(request, outcome)
     }
 
     /// Sends a chat message from `from_local@domain` to `to`. `Delivered` only once the
     /// server answered a ping sent after it on the same stream; `Unreachable` when the stream
     /// is down; `Rejected` for a JID that cannot be one.
-    pub async fn chat(&self, from_local: &str, to: &str, body: String) -> DeliveryStatus {
+    pub fn chat(
+        &self,
+        from_local: &str,
+        to: &str,
+        body: String,
+    ) -> impl Future<Output = DeliveryStatus> + Send + 'static {
         let (reply, outcome) = oneshot::channel();
         let request = Request::Chat {
             local: from_local.to_owned(),
             to: to.to_owned(),
             body,
+            generation: self.generation.load(Ordering::Acquire),
             reply,
         };
-        self.ask(request, outcome).await
+        self.ask(request, outcome)
     }
 
     /// A XEP-0184 receipt from `from_local@domain` to `to` for message `id`.
@@ -335,17 +352,23 @@ impl XmppHandle {
         }
     }
 
-    async fn ask(
+    /// Hands `request` to the link now (so requests keep the order of the calls), and
+    /// returns what waits for its outcome.
+    fn ask(
         &self,
         request: Request,
         outcome: oneshot::Receiver<DeliveryStatus>,
-    ) -> DeliveryStatus {
+    ) -> impl Future<Output = DeliveryStatus> + Send + 'static {
+        let name = self.name.clone();
         let stopped =
-            || DeliveryStatus::unreachable(LinkStopped(self.name.to_string()).to_string());
-        if self.requests.send(request).is_err() {
-            return stopped();
+            move || DeliveryStatus::unreachable(LinkStopped(name.to_string()).to_string());
+        let handed = self.requests.send(request).is_ok();
+        async move {
+            if !handed {
+                return stopped();
+            }
+            outcome.await.unwrap_or_else(|_| stopped())
         }
-        outcome.await.unwrap_or_else(|_| stopped())
     }
 }
 
@@ -362,11 +385,20 @@ pub fn spawn(config: XmppConfig) -> (XmppHandle, mpsc::Receiver<XmppEvent>) {
     let span =
         info_span!("xmpp", name = %config.name, server = %config.server, domain = %config.domain);
     let name: Arc<str> = config.name.clone().into();
-    let link = Link::new(config, request_rx, events, lifecycle_tx, counters.clone());
+    let generation = Arc::new(AtomicU64::new(0));
+    let link = Link::new(
+        config,
+        request_rx,
+        events,
+        lifecycle_tx,
+        counters.clone(),
+        generation.clone(),
+    );
     let task = tokio::spawn(link.run().instrument(span));
     let handle = XmppHandle {
         name,
         requests,
+        generation,
         counters,
         lifecycle,
         task: Arc::new(tokio::sync::Mutex::new(Some(task))),

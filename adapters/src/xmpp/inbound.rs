@@ -238,8 +238,12 @@ impl Link {
                 local,
                 nick,
                 body,
+                generation,
                 reply,
             } => {
+                if let Some(why) = self.stale(generation) {
+                    return self.settle(reply, DeliveryStatus::unreachable(why));
+                }
                 if self.who_jid(&Who::Node(local.clone())).is_none()
                     || self.room_jid(&room, Some(&nick)).is_none()
                 {
@@ -254,8 +258,12 @@ impl Link {
                 local,
                 to,
                 body,
+                generation,
                 reply,
             } => {
+                if let Some(why) = self.stale(generation) {
+                    return self.settle(reply, DeliveryStatus::unreachable(why));
+                }
                 let (Some(from), Ok(to_jid)) = (self.node_jid(&local), Jid::new(&to)) else {
                     return self.settle(
                         reply,

@@ -60,6 +60,10 @@ pub(super) enum Ended {
 pub(super) struct Link {
     /// Name, server, domains and timings.
     pub(super) config: XmppConfig,
+    /// Times the link became ready, shared with the handles that stamp requests with it (see
+    /// `XmppHandle`): a say or chat stamped earlier is refused, so the owner's retries keep
+    /// their order across a reconnect.
+    generation: Arc<std::sync::atomic::AtomicU64>,
     /// Work from handles.
     requests: mpsc::UnboundedReceiver<Request>,
     /// Events to the owner; only ever `try_send`, so a slow owner never stalls the stream.
@@ -98,6 +102,7 @@ impl Link {
         events: mpsc::Sender<XmppEvent>,
         lifecycle: watch::Sender<Lifecycle>,
         counters: Arc<XmppCounters>,
+        generation: Arc<std::sync::atomic::AtomicU64>,
     ) -> Link {
         let mut rng = rand::rngs::SmallRng::from_os_rng();
         let prefix = format!("ar{:08x}", rng.random::<u32>());
@@ -108,6 +113,7 @@ impl Link {
             rejoin: REJOIN_AFTER,
         };
         Link {
+            generation,
             rooms: Rooms::new(&config.bridge_nick, timings, prefix),
             directory: Directory::new(&config.domain),
             chats: Pending::new(config.ping_timeout),
@@ -458,6 +464,8 @@ impl Link {
                 }
                 Action::AllJoined => {
                     info!("every kept room joined");
+                    self.generation
+                        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                     self.lifecycle.send_replace(Lifecycle::Connected {
                         since: self.since.into_std(),
                     });
@@ -465,6 +473,15 @@ impl Link {
                 }
             }
         }
+    }
+
+    /// Why a say or chat stamped with `generation` must not go out now: it was asked for before
+    /// the link's current readiness (`None`: it may).
+    pub(super) fn stale(&self, generation: u64) -> Option<String> {
+        let now = self.generation.load(std::sync::atomic::Ordering::Acquire);
+        (generation != now).then(|| {
+            "asked for before the XMPP link was last ready (a reconnect or a room joined again); tried again in order".to_owned()
+        })
     }
 
     /// The JID `who` speaks as in rooms.
