@@ -65,6 +65,17 @@ impl PacingClass {
         }
     }
 
+    /// How long a client waits between two packets of this class: the radio's limit and a
+    /// fifth more. The radio measures the spacing on its own clock when the bytes arrive, after
+    /// the serial or TCP link and its own scheduling; a client that waited exactly the limit
+    /// is refused whenever the earlier packet was held up longer than the later one (seen:
+    /// the simulator refusing texts sent exactly 2 s apart while the machine was loaded, each
+    /// one lost for good).
+    pub const fn client_spacing(self) -> Duration {
+        let limit = self.min_spacing();
+        Duration::from_millis(limit.as_millis() as u64 + limit.as_millis() as u64 / 5)
+    }
+
     /// A stable index below [`PacingClass::COUNT`].
     pub const fn index(self) -> usize {
         self as usize
@@ -81,6 +92,11 @@ mod tests {
         let spacing = |p| PacingClass::of_port(p).map(PacingClass::min_spacing);
         let secs = Duration::from_secs;
         assert_eq!(spacing(PortNum::TextMessageApp), Some(secs(2)));
+        assert_eq!(
+            PacingClass::Text.client_spacing(),
+            Duration::from_millis(2400),
+            "a client keeps a margin over the radio's limit"
+        );
         assert_eq!(spacing(PortNum::TextMessageCompressedApp), Some(secs(2)));
         for p in [
             PortNum::PositionApp,

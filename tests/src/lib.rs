@@ -605,8 +605,8 @@ impl MeshClient {
     }
 
     /// Sends `packet` as this radio's user and waits (at most 60 s) for the outcome: for a
-    /// packet without `want_ack`, the radio queued it. The link paces texts 2 s apart, as the
-    /// firmware's phone API demands, so consecutive texts take that long each.
+    /// packet without `want_ack`, the radio queued it. The link paces texts 2.4 s apart (the
+    /// firmware's phone API demands 2 s, measured on its own clock), so consecutive texts take that long each.
     pub fn send(&self, packet: mesh_core::Packet) -> mesh_core::DeliveryStatus {
         let limit = Duration::from_secs(60);
         self.runtime

@@ -227,7 +227,7 @@ impl Session {
             Outgoing::Relay(_) => relays,
             Outgoing::Packet(p) => PacingClass::of(p).is_none_or(|class| {
                 self.last_sent[class.index()]
-                    .is_none_or(|t| now.saturating_duration_since(t) >= class.min_spacing())
+                    .is_none_or(|t| now.saturating_duration_since(t) >= class.client_spacing())
             }),
         });
         let Some(index) = eligible else { return };
@@ -348,7 +348,7 @@ impl Session {
             deadlines.extend(self.pending.iter().filter_map(|q| match &q.item {
                 Outgoing::Packet(p) => {
                     let class = PacingClass::of(p)?;
-                    self.last_sent[class.index()].map(|t| t + class.min_spacing())
+                    self.last_sent[class.index()].map(|t| t + class.client_spacing())
                 }
                 Outgoing::Relay(_) => self.queue.grace_deadline(self.config.queue_status_grace),
             }));
