@@ -413,11 +413,24 @@ fn with_the_broker_away_500_messages_wait_and_arrive_once_in_order_when_it_retur
         .collect();
     if arrived != expected {
         let ids: Vec<String> = arrived.iter().map(|(_, id, _)| id.to_string()).collect();
+        let relayed: Vec<String> = gw
+            .texts()
+            .iter()
+            .filter(|l| l.contains(" relayed ") && l.contains("-> broker#"))
+            .filter_map(|l| {
+                l.split(" relayed ")
+                    .nth(1)?
+                    .split_whitespace()
+                    .nth(1)
+                    .map(str::to_owned)
+            })
+            .collect();
         panic!(
-            "{} arrived, {} expected, once each and in order; arrived: {}",
+            "{} arrived, {} expected, once each and in order; arrived: {}\nrelayed by the gateway: {}",
             arrived.len(),
             expected.len(),
-            ids.join(" ")
+            ids.join(" "),
+            relayed.join(" ")
         );
     }
 }

@@ -297,7 +297,12 @@ fn prosody_restarted_while_texts_flow_every_text_reaches_the_room_once_in_order(
     let archive = bob.mam(ROOM, 50);
     let bodies: Vec<&str> = archive.iter().map(|m| m.body.as_str()).collect();
     let expected: Vec<&str> = sent.iter().map(|m| m.text.as_str()).collect();
-    assert_eq!(bodies, expected, "every text once, in order");
+    assert_eq!(
+        bodies,
+        expected,
+        "every text once, in order; the gateway printed:\n{}",
+        w.gw.printed()
+    );
     // The bridge is back in the room: a new text shows live.
     let live = say(&w.amira, 0, 0x5a51_0200, "live after the restart");
     assert_eq!(room_text(&bob, &live.text), "Amira");

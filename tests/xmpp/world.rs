@@ -5,7 +5,7 @@
 
 use archipel_e2e::bridge::{Gateway, LIMIT, Scratch, Sim, gateway_toml, mesh, radio, route};
 use archipel_e2e::prosody::Prosody;
-use archipel_e2e::xmpp_user::{XmppEvent, XmppUser};
+use archipel_e2e::xmpp_user::{UserOptions, XmppEvent, XmppUser};
 use archipel_e2e::{MeshClient, free_port};
 use mesh_core::NodeId;
 
@@ -47,6 +47,8 @@ pub struct World {
     pub _sim: Sim,
     /// The XMPP server.
     pub prosody: Prosody,
+    /// The test's tag, naming kept transcripts.
+    pub tag: String,
     /// Configs, stores and logs (removed when the world is dropped).
     pub _dir: Scratch,
 }
@@ -106,13 +108,21 @@ impl World {
             gw,
             _sim: sim,
             prosody,
+            tag: tag.to_owned(),
             _dir: dir,
         }
     }
 
-    /// User `name` connected (alice or bob).
+    /// User `name` connected (alice or bob). With `ARCHIPEL_XMPP_TRANSCRIPTS=DIR`, the user's
+    /// transcript (every stanza, SASL redacted) is kept as `DIR/<test>-<name>.transcript`.
     pub fn user(&self, name: &str) -> XmppUser {
-        XmppUser::connect(&self.prosody, name, PASSWORD)
+        let mut options = UserOptions::default();
+        if let Some(dir) = std::env::var_os("ARCHIPEL_XMPP_TRANSCRIPTS") {
+            let dir = std::path::PathBuf::from(dir);
+            let _ = std::fs::create_dir_all(&dir);
+            options.transcript = Some(dir.join(format!("{}-{name}.transcript", self.tag)));
+        }
+        XmppUser::connect_with(&self.prosody, name, PASSWORD, options)
     }
 
     /// The JID of mesh node `id` on the component.
