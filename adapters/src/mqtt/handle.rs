@@ -227,7 +227,6 @@ impl MqttHandle {
             let _ = task.await;
         }
     }
-
 }
 
 /// The outcome of a publish to link `name` after it stopped.
