@@ -103,7 +103,7 @@ fn latency(texts: u64) {
         radio("north", ports[0], "ShortTurbo", CHANNELS, ""),
         xmpp_section(
             &prosody,
-            "rate_per_user = 100000\nburst_per_user = 100000\n",
+            "rate_per_user = 600\nburst_per_user = 1000\n",
         ),
     ];
     let routes = [route("Harbour", &["north"], &["xmpp"], "Harbour", "")];
