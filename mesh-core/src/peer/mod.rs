@@ -64,10 +64,16 @@
 //! record, or after a 2 ms linger; on a thin link the backlog fills batches anyway, and a
 //! lone item pays its headers alone (62 + 14 + 22 + 52 ≈ 150 bytes) but waits at most 2 ms.
 
+#[cfg(test)]
+mod compact_tests;
 pub mod frame;
+#[cfg(test)]
+mod pair;
 mod recv;
 mod send;
 pub mod session;
+#[cfg(test)]
+mod session_tests;
 
 pub use frame::{CloseCode, Frame, FrameError};
 pub use send::{MAX_WINDOW_BYTES, MAX_WINDOW_ITEMS, OfferError};

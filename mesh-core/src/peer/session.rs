@@ -125,7 +125,7 @@ pub enum ProtocolError {
     #[error("{0}")]
     Frame(FrameError),
     /// A frame that makes no sense in the current state.
-    #[error("a {frame} frame {state}")]
+    #[error("{frame} frame {state}")]
     Unexpected {
         /// The frame's kind.
         frame: &'static str,
