@@ -24,6 +24,9 @@
 //! Decoding never allocates more than the bytes already in the buffer: lengths and counts are
 //! checked against their bounds and against the frame's end before anything is copied.
 
+pub(crate) use super::bytes::truncate_utf8;
+pub use super::bytes::varint_len;
+use super::bytes::{Reader, put_text, put_varint};
 use crate::node::NodeId;
 
 /// Largest frame body either side accepts.
@@ -368,105 +371,6 @@ fn data(r: &mut Reader<'_>) -> Result<Data, FrameError> {
     Ok(Data { first, items })
 }
 
-/// A cursor over one frame body that names the field and offset of whatever is wrong.
-struct Reader<'a> {
-    /// The body.
-    buf: &'a [u8],
-    /// Bytes of the body read so far.
-    pos: usize,
-    /// Where the body starts in the frame, so errors give offsets from the frame's start.
-    base: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn invalid(&self, what: &'static str) -> FrameError {
-        FrameError::Invalid {
-            what,
-            at: self.base + self.pos,
-        }
-    }
-
-    fn invalid_at(&self, pos: usize, what: &'static str) -> FrameError {
-        FrameError::Invalid {
-            what,
-            at: self.base + pos,
-        }
-    }
-
-    fn invalid_back(&self, back: usize, what: &'static str) -> FrameError {
-        FrameError::Invalid {
-            what,
-            at: self.base + self.pos.saturating_sub(back),
-        }
-    }
-
-    fn byte(&mut self, what: &'static str) -> Result<u8, FrameError> {
-        let b = *self.buf.get(self.pos).ok_or_else(|| self.invalid(what))?;
-        self.pos += 1;
-        Ok(b)
-    }
-
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], FrameError> {
-        if self.buf.len() - self.pos < n {
-            return Err(self.invalid(what));
-        }
-        let s = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
-    }
-
-    fn varint(&mut self, what: &'static str) -> Result<u64, FrameError> {
-        let at = self.pos;
-        let mut value = 0u64;
-        for i in 0..10 {
-            let b = self.byte(what)?;
-            let bits = u64::from(b & 0x7f);
-            if i == 9 && bits > 1 {
-                break;
-            }
-            value |= bits << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(FrameError::Invalid {
-            what,
-            at: self.base + at,
-        })
-    }
-
-    fn varint_u32(&mut self, what: &'static str) -> Result<u32, FrameError> {
-        let v = self.varint(what)?;
-        u32::try_from(v).map_err(|_| self.invalid_back(1, what))
-    }
-
-    fn index(&mut self, bound: usize, what: &'static str) -> Result<u32, FrameError> {
-        let v = self.varint(what)?;
-        if v >= bound as u64 {
-            return Err(self.invalid_back(1, what));
-        }
-        Ok(v as u32)
-    }
-
-    fn u32_le(&mut self, what: &'static str) -> Result<u32, FrameError> {
-        let b = self.take(4, what)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn text(&mut self, max: usize, what: &'static str) -> Result<String, FrameError> {
-        let len = usize::from(self.byte(what)?);
-        if len > max {
-            return Err(self.invalid_back(1, what));
-        }
-        let at = self.pos;
-        let bytes = self.take(len, what)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| FrameError::Invalid {
-            what,
-            at: self.base + at,
-        })
-    }
-}
-
 /// Appends `frame` to `out`. Fails, leaving `out` as it was, when a field is above its bound
 /// (the session checks items before it accepts them, so this only guards against misuse).
 pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> Result<(), EncodeError> {
@@ -615,40 +519,6 @@ pub fn item_size(
         size += varint_len(u64::from(origin));
     }
     size
-}
-
-/// Bytes the LEB128 encoding of `v` takes.
-pub fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn put_text(out: &mut Vec<u8>, s: &str, max: usize, what: &'static str) -> Result<(), EncodeError> {
-    if s.len() > max {
-        return Err(EncodeError { what });
-    }
-    out.push(s.len() as u8);
-    out.extend_from_slice(s.as_bytes());
-    Ok(())
-}
-
-/// The longest prefix of `s` within `max` bytes that ends on a character boundary.
-pub(crate) fn truncate_utf8(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[cfg(test)]

@@ -64,9 +64,13 @@
 //! record, or after a 2 ms linger; on a thin link the backlog fills batches anyway, and a
 //! lone item pays its headers alone (62 + 14 + 22 + 52 ≈ 150 bytes) but waits at most 2 ms.
 
+mod bytes;
+mod close;
 #[cfg(test)]
 mod compact_tests;
 pub mod frame;
+#[cfg(test)]
+mod lifecycle_tests;
 #[cfg(test)]
 mod pair;
 mod recv;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use super::frame::{self, Data, Frame};
 use super::session::{CloseReason, Event, Incoming, Outgoing, Session, SessionConfig};
 use crate::node::NodeId;
 
@@ -336,4 +337,43 @@ pub(crate) fn item(key: u64) -> Outgoing {
 /// The key an `item` packet was made from.
 pub(crate) fn key_of(packet: &[u8]) -> u64 {
     u64::from_le_bytes(packet[..8].try_into().unwrap())
+}
+
+/// Milliseconds.
+pub(crate) fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// The frames in a run of written bytes.
+pub(crate) fn frames(bytes: &[u8]) -> Vec<Frame> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let (f, n) = frame::decode(&bytes[at..]).unwrap();
+        out.push(f);
+        at += n;
+    }
+    out
+}
+
+pub(crate) fn data_frames(transmits: &[Vec<u8>]) -> Vec<Data> {
+    transmits
+        .iter()
+        .flat_map(|t| frames(t))
+        .filter_map(|f| match f {
+            Frame::Data(d) => Some(d),
+            _ => None,
+        })
+        .collect()
+}
+
+pub(crate) fn acks(transmits: &[Vec<u8>]) -> Vec<u64> {
+    transmits
+        .iter()
+        .flat_map(|t| frames(t))
+        .filter_map(|f| match f {
+            Frame::Ack { up_to } => Some(up_to),
+            _ => None,
+        })
+        .collect()
 }
