@@ -363,3 +363,34 @@ fn varint_lengths_match_the_encoding() {
         assert_eq!(out.len(), varint_len(v), "{v}");
     }
 }
+
+#[test]
+fn a_stream_split_at_random_points_decodes_to_the_same_frames() {
+    let mut stream = Vec::new();
+    for frame in samples() {
+        encode(&frame, &mut stream).unwrap();
+    }
+    let mut rng = SmallRng::seed_from_u64(10);
+    for round in 0..500 {
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        let mut rest = &stream[..];
+        while !rest.is_empty() {
+            let n = rng.random_range(1..=rest.len().min(300));
+            buf.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            loop {
+                match decode(&buf) {
+                    Ok((frame, used)) => {
+                        got.push(frame);
+                        buf.drain(..used);
+                    }
+                    Err(FrameError::Incomplete) => break,
+                    Err(e) => panic!("round {round}: {e}"),
+                }
+            }
+        }
+        assert_eq!(got, samples(), "round {round}");
+        assert!(buf.is_empty());
+    }
+}

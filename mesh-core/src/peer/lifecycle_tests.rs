@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use super::frame::{self, CloseCode, Data, Frame, FrameError, Item};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::frame::{self, CloseCode, Data, EncodeError, Frame, FrameError, Item};
 use super::pair::{Pair, config, frames, item, ms};
 use super::send::OfferError;
 use super::session::{CloseReason, Event, ProtocolError, Session, SessionConfig, State};
@@ -223,4 +226,63 @@ fn unknown_frames_from_a_newer_version_are_skipped() {
     p.run_for(ms(20));
     assert!(p.b.session.is_open());
     assert_eq!(p.b.store.len(), 3);
+}
+
+#[test]
+fn a_hello_that_cannot_be_encoded_is_refused_up_front() {
+    let now = std::time::Instant::now();
+    let make = |channels: Vec<String>, versions: Vec<u16>| {
+        let config = SessionConfig {
+            versions,
+            ..config()
+        };
+        Session::new(NodeId::new(1), channels, config, now).map(|_| ())
+    };
+    let many = (0..257).map(|i| format!("c{i}")).collect();
+    assert_eq!(make(many, vec![1]), Err(EncodeError { what: "channels" }));
+    assert_eq!(
+        make(vec!["x".repeat(65)], vec![1]),
+        Err(EncodeError {
+            what: "channel name"
+        })
+    );
+    assert_eq!(make(vec![], vec![]), Err(EncodeError { what: "versions" }));
+}
+
+#[test]
+fn arbitrary_bytes_after_the_handshake_never_panic_a_session() {
+    // A real stream from A to B (definitions, data, acks), to mutate.
+    let mut p = Pair::new();
+    p.a.queue(1..=60);
+    p.b.queue(101..=110);
+    p.run_for(ms(50));
+    let valid: Vec<u8> = p.a.transmits[1..].concat();
+    assert!(valid.len() > 1000);
+
+    let mut rng = SmallRng::seed_from_u64(11);
+    for round in 0..1500 {
+        let mut p = Pair::new();
+        p.pump();
+        let mut bytes = if round % 5 == 0 {
+            (0..rng.random_range(1..200))
+                .map(|_| rng.random())
+                .collect()
+        } else {
+            valid.clone()
+        };
+        for _ in 0..rng.random_range(1..4) {
+            let at = rng.random_range(0..bytes.len());
+            bytes[at] = rng.random();
+        }
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let n = rng.random_range(1..=rest.len().min(64));
+            p.b.session.on_bytes(&rest[..n], p.now);
+            rest = &rest[n..];
+        }
+        p.run_for(ms(5));
+        assert!(p.b.closed.len() <= 1, "round {round}");
+        // Each item takes at least three bytes (head, length, one byte of packet).
+        assert!(p.b.store.len() <= bytes.len() / 3, "round {round}");
+    }
 }

@@ -12,7 +12,9 @@
 //! round trip less on a satellite link): versions, gateway id, the window it accepts, how
 //! long it tolerates silence, the channels it offers. Each side picks the highest version
 //! both list, so both pick the same; none in common ends the session with a `Close` saying
-//! so. A `Hello` with eight channel names is under 150 bytes.
+//! so. A `Hello` with eight channel names is under 150 bytes. The two sides are alike (no
+//! dialer or listener role, no `Welcome`): which connection to keep when both dial is the
+//! transport's decision, which closes the other with [`CloseCode::Replaced`].
 //!
 //! Then data flows both ways independently. Each direction has its own tables: a channel
 //! name or an origin gateway crosses once per session (in `Hello` or a `Define`), then as a
@@ -62,7 +64,8 @@
 //!
 //! A batch closes at 16,368 bytes of items so that a `Data` frame fits one 16 KiB TLS
 //! record, or after a 2 ms linger; on a thin link the backlog fills batches anyway, and a
-//! lone item pays its headers alone (62 + 14 + 22 + 52 ≈ 150 bytes) but waits at most 2 ms.
+//! lone item pays a frame header, a record and a segment of its own (about 140 bytes) but
+//! waits at most 2 ms.
 
 mod bytes;
 mod close;
