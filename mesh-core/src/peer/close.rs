@@ -72,7 +72,7 @@ pub enum ProtocolError {
 /// Why a session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {
-    /// The owner closed it ([`Session::close`]).
+    /// The owner closed it ([`Session::close`](super::Session::close)).
     Local {
         /// The code sent.
         code: CloseCode,

@@ -113,6 +113,8 @@ pub enum Event {
     /// Items to commit; then call [`Session::committed`] with the highest `seq` stored.
     Deliver(Vec<Incoming>),
     /// The peer committed the items with these store keys (in offer order): delete them.
+    /// A list rather than one "up to" key because the outbox drains by priority, so store
+    /// keys do not come in the order the items were offered.
     Acknowledged(Vec<u64>),
     /// The session ended; unacknowledged items stay the owner's, to offer on the next one.
     Closed(CloseReason),
