@@ -93,7 +93,7 @@ fn a_close_is_reported_once_on_both_sides_and_late_acks_still_count() {
         [CloseReason::Remote { code: CloseCode::Normal, text }] if text == "shutting down"
     ));
     assert!(p.a.closed.is_empty(), "A waits for the peer to hang up");
-    p.a.session.on_eof(p.now);
+    p.a.session.on_eof();
     p.pump();
     assert!(matches!(
         &p.a.closed[..],
@@ -102,7 +102,7 @@ fn a_close_is_reported_once_on_both_sides_and_late_acks_still_count() {
             ..
         }]
     ));
-    p.a.session.on_eof(p.now);
+    p.a.session.on_eof();
     p.a.session.tick(p.now + Duration::from_secs(10));
     p.pump();
     assert_eq!(p.a.closed.len(), 1);

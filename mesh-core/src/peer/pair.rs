@@ -194,7 +194,7 @@ impl Side {
 
     /// A new connection: the old session is gone, its unacknowledged rows stay.
     pub fn reconnect(&mut self, now: Instant) {
-        self.session.on_eof(now);
+        self.session.on_eof();
         let _ = self.drain(now);
         self.uncommitted.clear();
         self.offered.clear();

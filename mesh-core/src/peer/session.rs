@@ -516,7 +516,7 @@ impl Session {
     }
 
     /// The stream ended.
-    pub fn on_eof(&mut self, _now: Instant) {
+    pub fn on_eof(&mut self) {
         if self.is_closed() {
             return;
         }
