@@ -45,8 +45,8 @@ pub enum IdentityError {
     },
     /// The key file is open to group or others.
     #[error(
-        "identity key {path} has mode {mode:04o}: group or others may read it, so it may have \
-         leaked; if it did not, run `chmod 600 {path}`",
+        "identity key {path} has mode {mode:04o}: group or others have access to it, so it may \
+         have leaked; if it did not, run `chmod 600 {path}`",
         path = path.display()
     )]
     Permissions {
@@ -178,9 +178,9 @@ impl Identity {
             .try_into()
             .map_err(|_| "an Ed25519 public key that is not 32 bytes".to_string())?;
         let public = PeerKey::from_bytes(public_bytes);
+        let copy = Zeroizing::new(PrivatePkcs8KeyDer::from(der.to_vec()));
         let signing =
-            rustls::crypto::ring::sign::any_eddsa_type(&PrivatePkcs8KeyDer::from(der.to_vec()))
-                .map_err(|e| e.to_string())?;
+            rustls::crypto::ring::sign::any_eddsa_type(&copy).map_err(|e| e.to_string())?;
         let spki = CertificateDer::from(public.to_spki().to_vec());
         Ok(Self {
             public,

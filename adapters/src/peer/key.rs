@@ -51,7 +51,7 @@ const SPKI_PREFIX: [u8; 12] = [
 
 /// A gateway's Ed25519 public key: what a `[[peer]]` section pins and what the TLS handshake
 /// proves the other side holds. Ordered bytewise, which the rule for two hubs that both dial
-/// uses ([`super::transport::resolve_duplicate`]).
+/// uses ([`super::resolve_duplicate`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerKey([u8; 32]);
 

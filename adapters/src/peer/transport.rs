@@ -22,7 +22,8 @@
 //!
 //! # Two hubs that both dial
 //! If two hubs dial each other at the same moment, each ends up with two connections to the
-//! other. [`resolve_duplicate`] is the rule both apply to keep the same single one.
+//! other; [`super::duplicate`] has the rule both apply to keep the same single one, from each
+//! stream's [`PeerStream::direction`].
 
 use std::io;
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, timeout_at};
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
+use super::duplicate::Direction;
 use super::identity::Identity;
 use super::key::PeerKey;
 use super::tls;
@@ -129,62 +131,13 @@ impl TransportError {
     }
 }
 
-/// Which side opened a connection, as seen from this gateway.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Direction {
-    /// This gateway dialled.
-    Outbound,
-    /// The peer dialled this gateway's listener.
-    Inbound,
-}
-
-/// What to do with a newly authenticated connection to a peer, given the one already open.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Duplicate {
-    /// No other connection: keep the new one.
-    Keep,
-    /// Keep the new connection and close the existing one.
-    Replace,
-    /// Close the new connection, keep the existing one.
-    CloseNew,
-}
-
-/// The rule two gateways both apply so they keep the same one connection between them:
-/// - none open yet: keep the new one;
-/// - the new connection was opened in the same direction as the existing one: the dialler
-///   gave up on its old connection (a dialler never dials a peer it is connected to), so the
-///   new one replaces it; this also clears a half-open connection the other side has not
-///   noticed yet;
-/// - opposite directions (both dialled): the connection initiated by the gateway with the
-///   smaller public key (bytewise) wins, whichever finished its handshake first.
-///
-/// Equal keys cannot meet ([`connect`] and the listener refuse their own key); they are
-/// treated as if ours were the larger, so the function stays total.
-pub fn resolve_duplicate(
-    ours: PeerKey,
-    theirs: PeerKey,
-    existing: Option<Direction>,
-    new: Direction,
-) -> Duplicate {
-    let winner = if ours < theirs {
-        Direction::Outbound
-    } else {
-        Direction::Inbound
-    };
-    match existing {
-        None => Duplicate::Keep,
-        Some(existing) if existing == new || new == winner => Duplicate::Replace,
-        Some(_) => Duplicate::CloseNew,
-    }
-}
-
 /// An authenticated connection to a peer: read and write it like a socket.
 pub struct PeerStream {
     /// The TLS session over TCP, from either side.
     inner: TlsStream<TcpStream>,
     /// The key the other side proved: who this is.
     peer: PeerKey,
-    /// Who dialled, for [`resolve_duplicate`].
+    /// Who dialled, for [`super::resolve_duplicate`].
     direction: Direction,
     /// This end's address; with `remote` it names the TCP connection in logs and lets two
     /// hubs tell which of their connections is the same one.
@@ -488,88 +441,9 @@ fn linger(mut tcp: TcpStream, deadline: Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use Direction::{Inbound, Outbound};
-    use Duplicate::{CloseNew, Keep, Replace};
 
     const SMALL: PeerKey = PeerKey::from_bytes([1; 32]);
     const LARGE: PeerKey = PeerKey::from_bytes([2; 32]);
-
-    #[test]
-    fn a_first_connection_is_kept_whichever_its_direction() {
-        for (ours, theirs) in [(SMALL, LARGE), (LARGE, SMALL)] {
-            for new in [Outbound, Inbound] {
-                assert_eq!(resolve_duplicate(ours, theirs, None, new), Keep);
-            }
-        }
-    }
-
-    #[test]
-    fn when_both_dial_the_connection_from_the_smaller_key_wins_on_both_sides() {
-        // Seen from the smaller key: its outbound connection wins, in either order.
-        assert_eq!(
-            resolve_duplicate(SMALL, LARGE, Some(Inbound), Outbound),
-            Replace
-        );
-        assert_eq!(
-            resolve_duplicate(SMALL, LARGE, Some(Outbound), Inbound),
-            CloseNew
-        );
-        // Seen from the larger key: its inbound connection (the smaller key's outbound) wins.
-        assert_eq!(
-            resolve_duplicate(LARGE, SMALL, Some(Outbound), Inbound),
-            Replace
-        );
-        assert_eq!(
-            resolve_duplicate(LARGE, SMALL, Some(Inbound), Outbound),
-            CloseNew
-        );
-    }
-
-    #[test]
-    fn every_order_of_arrival_leaves_both_sides_with_the_same_connection() {
-        // Connection 1 is opened by SMALL, connection 2 by LARGE. Each side sees both, in
-        // either order; whatever the orders, both keep connection 1.
-        let keep = |ours, theirs, arrivals: [(u8, Direction); 2]| {
-            let mut kept: Option<(u8, Direction)> = None;
-            for (id, direction) in arrivals {
-                match resolve_duplicate(ours, theirs, kept.map(|(_, d)| d), direction) {
-                    Keep | Replace => kept = Some((id, direction)),
-                    CloseNew => {}
-                }
-            }
-            kept.map(|(id, _)| id)
-        };
-        for small_order in [[(1, Outbound), (2, Inbound)], [(2, Inbound), (1, Outbound)]] {
-            for large_order in [[(1, Inbound), (2, Outbound)], [(2, Outbound), (1, Inbound)]] {
-                assert_eq!(keep(SMALL, LARGE, small_order), Some(1));
-                assert_eq!(keep(LARGE, SMALL, large_order), Some(1));
-            }
-        }
-    }
-
-    #[test]
-    fn a_redial_in_the_same_direction_replaces_the_old_connection() {
-        for (ours, theirs) in [(SMALL, LARGE), (LARGE, SMALL)] {
-            for direction in [Outbound, Inbound] {
-                assert_eq!(
-                    resolve_duplicate(ours, theirs, Some(direction), direction),
-                    Replace
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn equal_keys_still_get_an_answer() {
-        assert_eq!(
-            resolve_duplicate(SMALL, SMALL, Some(Outbound), Inbound),
-            Replace
-        );
-        assert_eq!(
-            resolve_duplicate(SMALL, SMALL, Some(Inbound), Outbound),
-            CloseNew
-        );
-    }
 
     #[test]
     fn a_refusal_names_the_presented_key_only_when_there_is_one() {
