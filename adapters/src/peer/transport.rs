@@ -305,8 +305,8 @@ impl PeerListener {
     }
 
     /// The address actually bound (the port, when asked for port 0).
-    pub fn local_addr(&self) -> Result<SocketAddr, TransportError> {
-        self.listener.local_addr().map_err(TransportError::Io)
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
     }
 
     /// The next TCP connection, not yet authenticated.
