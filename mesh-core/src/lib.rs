@@ -19,7 +19,8 @@
 //! - [`routing`]: a mesh's ACK or NAK read as such a status;
 //! - [`pacing`]: how often a client may hand its radio each kind of packet;
 //! - [`envelope`]: the MQTT `ServiceEnvelope` and its topics, shared by radios, the simulator
-//!   and the MQTT bridge.
+//!   and the MQTT bridge;
+//! - [`peer`]: the protocol between federated gateways: frames and the session engine.
 #![warn(missing_docs)]
 
 pub mod airtime;
@@ -35,6 +36,7 @@ pub mod mqtt_json;
 pub mod node;
 pub mod pacing;
 pub mod packet;
+pub mod peer;
 pub mod pki;
 pub mod routing;
 pub mod wire;
