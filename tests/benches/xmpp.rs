@@ -101,10 +101,7 @@ fn latency(texts: u64) {
     let sim = Sim::start(&dir, "north", &world, 2);
     let sections = [
         radio("north", ports[0], "ShortTurbo", CHANNELS, ""),
-        xmpp_section(
-            &prosody,
-            "rate_per_user = 600\nburst_per_user = 1000\n",
-        ),
+        xmpp_section(&prosody, "rate_per_user = 600\nburst_per_user = 1000\n"),
     ];
     let routes = [route("Harbour", &["north"], &["xmpp"], "Harbour", "")];
     let config = dir.path("gateway.toml");
