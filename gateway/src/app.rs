@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use archipel_adapters::mqtt::{self, MqttHandle};
 use archipel_adapters::radio::{self, Attachment, RadioConfig, RadioHandle};
-use archipel_adapters::xmpp::{self, RoomSpec, XmppHandle};
+use archipel_adapters::xmpp::{self, XmppHandle};
 use mesh_core::Governor;
 use mesh_core::envelope::{Root, TopicChannel};
 use tokio::sync::{Notify, broadcast, watch};
@@ -242,12 +242,7 @@ impl Gateway {
         for x in &config.xmpp {
             let (handle, events) = xmpp::spawn(xmpp_config(x));
             for (channel, room) in x.bridged() {
-                let view = crate::xmpp::room_spec(channel, &room, &config.gateway.name);
-                handle.keep_room(RoomSpec {
-                    local: view.local,
-                    name: view.name,
-                    description: view.description,
-                });
+                handle.keep_room(crate::xmpp::room_spec(channel, &room, &config.gateway.name));
             }
             let sink = XmppSink::new(handle.clone(), x.clone(), nodes.clone(), people.clone());
             let w = DrainWorker::new(x.name.clone(), sink, &shared, wakes[&x.name].clone());
@@ -469,18 +464,11 @@ const CONTACTS_EVERY: Duration = Duration::from_secs(60);
 /// change is not sent again, so a quiet mesh costs the server nothing.
 async fn contacts(xmpp: XmppHandle, nodes: Arc<NodeDirectory>, mut stop: watch::Receiver<bool>) {
     let mut changes = nodes.subscribe();
-    let mut shown: HashMap<mesh_core::NodeId, crate::xmpp::ContactView> = HashMap::new();
+    let mut shown: HashMap<mesh_core::NodeId, xmpp::Contact> = HashMap::new();
     let mut show = |node: &crate::nodes::Node, now: Instant| {
         let view = crate::xmpp::contact(node, now);
         if shown.get(&node.id) != Some(&view) {
-            xmpp.set_contact(xmpp::Contact {
-                local: view.local.clone(),
-                available: view.available,
-                status: view.status.clone(),
-                long_name: view.long_name.clone(),
-                short_name: view.short_name.clone(),
-                hardware: view.hardware.clone(),
-            });
+            xmpp.set_contact(view.clone());
             shown.insert(node.id, view);
         }
     };

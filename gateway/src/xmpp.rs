@@ -15,7 +15,7 @@ pub mod limiter;
 pub mod names;
 pub mod text;
 
-pub use contact::{ContactView, RoomView, contact, room_spec};
+pub use contact::{contact, room_spec};
 pub use limiter::{MAX_USERS, UserLimiter};
 pub use names::{
     LONG_NAME_LIMIT, SHORT_NAME_LIMIT, XMPP_MARKER, bare_jid, nick_from_jid, node_local,

@@ -24,13 +24,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use archipel_e2e::mosquitto::{BrokerOptions, Mosquitto};
-use archipel_gateway::app::now_ms;
-use archipel_gateway::config::Config;
-use archipel_gateway::router::{Decision, Heard, Router};
-use archipel_gateway::store::{Store, StoreConfig};
 use common::{BenchDir, Process, Subscriber, Tally, closed_port, rate, secs, setting};
 use mesh_core::envelope::Envelope;
-use mesh_core::{NodeId, Packet};
 
 fn main() {
     let messages: u64 = setting("ARCHIPEL_BENCH_MESSAGES", 100_000);
@@ -75,40 +70,6 @@ one_way = true
     )
 }
 
-/// Puts `messages` texts heard on `north` into the store, routed as the binary routes them.
-async fn prefill(config_path: &std::path::Path, store_path: &std::path::Path, messages: u64) {
-    let config = Config::load(config_path).unwrap_or_else(|e| panic!("bench config: {e}"));
-    let router = Router::new(&config);
-    let store = Store::open(StoreConfig::new(store_path, u64::MAX))
-        .await
-        .expect("store opens");
-    let now = now_ms();
-    let mut batch = Vec::with_capacity(1000);
-    for i in 0..messages {
-        let mut packet = Packet::text_message(NodeId::BROADCAST, 0, &common::text(i));
-        let meta = packet.meta_mut();
-        // 256 senders, ids unique per sender, as a busy mesh would have them.
-        meta.from = 0x1000_0000 + (i % 256) as u32;
-        meta.id = (i / 256 + 1) as u32;
-        (meta.hop_limit, meta.hop_start) = (3, 3);
-        let heard = Heard {
-            source: "north",
-            channel: "LongFast",
-            packet: &packet,
-            local: None,
-        };
-        match router.route(heard, now) {
-            Decision::Relay(inbound) => batch.push(inbound),
-            Decision::Ignore(why) => panic!("the router ignores message {i}: {}", why.as_str()),
-        }
-        if batch.len() == 1000 || i + 1 == messages {
-            store.accept(&batch, now).await.expect("accept");
-            batch.clear();
-        }
-    }
-    store.close().await;
-}
-
 async fn bench(messages: u64) {
     let dir = BenchDir::new("bench-drain");
     let store_path = dir.join("store.sqlite");
@@ -121,7 +82,7 @@ async fn bench(messages: u64) {
         .expect("config written");
 
     let started = Instant::now();
-    prefill(&config_path, &store_path, messages).await;
+    common::prefill(&config_path, &store_path, "north", "LongFast", messages).await;
     let prefill_time = started.elapsed();
     let queued = common::queued_in_store(&store_path).await;
     assert_eq!(

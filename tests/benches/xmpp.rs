@@ -27,10 +27,6 @@ use archipel_e2e::bridge::{Gateway, Scratch, Sim, gateway_toml, mesh, radio, rou
 use archipel_e2e::prosody::Prosody;
 use archipel_e2e::xmpp_user::XmppUser;
 use archipel_e2e::{MeshClient, free_port};
-use archipel_gateway::app::now_ms;
-use archipel_gateway::config::Config;
-use archipel_gateway::router::{Decision, Heard, Router};
-use archipel_gateway::store::{Store, StoreConfig};
 use common::{closed_port, rate, secs, setting};
 use mesh_core::{NodeId, Packet, PacketId, proto};
 
@@ -222,36 +218,8 @@ async fn backlog(messages: u64) {
     prosody.stop();
     let config_path = dir.path("gateway.toml");
     std::fs::write(&config_path, backlog_config(&dir, &prosody, messages)).expect("config");
-    let config = Config::load(&config_path).unwrap_or_else(|e| panic!("bench config: {e}"));
-    let router = Router::new(&config);
     let store_path = dir.path("store.sqlite");
-    let store = Store::open(StoreConfig::new(&store_path, u64::MAX))
-        .await
-        .expect("store opens");
-    let now = now_ms();
-    let mut batch = Vec::with_capacity(1000);
-    for i in 0..messages {
-        let mut packet = Packet::text_message(NodeId::BROADCAST, 0, &common::text(i));
-        let meta = packet.meta_mut();
-        meta.from = 0x1000_0000 + (i % 256) as u32;
-        meta.id = (i / 256 + 1) as u32;
-        (meta.hop_limit, meta.hop_start) = (3, 3);
-        let heard = Heard {
-            source: "north",
-            channel: "Harbour",
-            packet: &packet,
-            local: None,
-        };
-        match router.route(heard, now) {
-            Decision::Relay(inbound) => batch.push(inbound),
-            Decision::Ignore(why) => panic!("the router ignores message {i}: {}", why.as_str()),
-        }
-        if batch.len() == 1000 || i + 1 == messages {
-            store.accept(&batch, now).await.expect("accept");
-            batch.clear();
-        }
-    }
-    store.close().await;
+    common::prefill(&config_path, &store_path, "north", "Harbour", messages).await;
 
     let mut gw = Gateway::start(&dir, &config_path, None);
     let mark = gw.mark();

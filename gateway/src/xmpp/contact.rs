@@ -1,46 +1,20 @@
 //! What the XMPP server shows of the mesh: each node as a contact (presence, status line,
-//! vCard fields), and each channel's room (its name and description). Plain structs of the
-//! gateway's own, so deciding what to show needs no link.
+//! vCard fields), and each channel's room (its name and description), in the link's own
+//! plain types ([`Contact`], [`RoomSpec`]), decided without a link.
 
 use std::time::Instant;
+
+use archipel_adapters::xmpp::{Contact, RoomSpec};
 
 use crate::nodes::{DEFAULT_AWAY_AFTER, Node, Presence};
 
 use super::names::node_local;
 
-/// What the directory shows of one node, contact `local@domain`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContactView {
-    /// The JID's local part, `!a1b2c3d4`.
-    pub local: String,
-    /// Available while heard in the last two hours; away after (and when never heard).
-    pub available: bool,
-    /// "heard 4 min ago, 2 hops, battery 81 %": what is known, unknown parts left out.
-    pub status: String,
-    /// The long name from its NodeInfo, for the vCard's full name.
-    pub long_name: Option<String>,
-    /// The short name from its NodeInfo, for the vCard's nickname.
-    pub short_name: Option<String>,
-    /// Its hardware model as the protobufs name it (`HELTEC_V3`), as the apps show it.
-    pub hardware: Option<String>,
-}
-
-/// How a channel's room presents itself: its JID's local part, title and description.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoomView {
-    /// The room's local part on the MUC service (`longfast`).
-    pub local: String,
-    /// The room's title: the channel name, as the mesh apps show it.
-    pub name: String,
-    /// Says what the room is, for people who find it in the room list.
-    pub description: String,
-}
-
 /// `node` as a contact at `now`.
-pub fn contact(node: &Node, now: Instant) -> ContactView {
+pub fn contact(node: &Node, now: Instant) -> Contact {
     let user = node.user.as_ref();
     let some = |s: Option<&String>| s.filter(|s| !s.is_empty()).cloned();
-    ContactView {
+    Contact {
         local: node_local(node.id),
         available: node.presence(now, DEFAULT_AWAY_AFTER) == Presence::Available,
         status: node.status_line(now),
@@ -51,8 +25,8 @@ pub fn contact(node: &Node, now: Instant) -> ContactView {
 }
 
 /// The room of `channel`, local part `room`, on the hub called `gateway_name`.
-pub fn room_spec(channel: &str, room: &str, gateway_name: &str) -> RoomView {
-    RoomView {
+pub fn room_spec(channel: &str, room: &str, gateway_name: &str) -> RoomSpec {
+    RoomSpec {
         local: room.to_owned(),
         name: channel.to_owned(),
         description: format!(
@@ -86,7 +60,7 @@ mod tests {
         let c = contact(&node, now);
         assert_eq!(
             c,
-            ContactView {
+            Contact {
                 local: "!a1b2c3d4".into(),
                 available: true,
                 status: "heard 4 min ago, 2 hops, battery 81 %".into(),
@@ -121,7 +95,7 @@ mod tests {
     fn a_room_names_its_channel_and_hub() {
         assert_eq!(
             room_spec("LongFast", "longfast", "community-hall"),
-            RoomView {
+            RoomSpec {
                 local: "longfast".into(),
                 name: "LongFast".into(),
                 description: "Meshtastic channel LongFast, bridged by Archipel hub community-hall"

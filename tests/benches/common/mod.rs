@@ -594,3 +594,50 @@ pub fn mqtt_reconnects(log: &Path) -> usize {
         .filter(|l| l.contains("MQTT link down"))
         .count()
 }
+
+/// Puts `messages` texts heard on endpoint `source`, channel `channel`, into the store at
+/// `store_path`, routed by the same `Router` the binary builds from the config at
+/// `config_path`, accepted in batches of 1,000: a backlog made the way the gateway makes it.
+/// 256 senders, ids unique per sender, as a busy mesh would have them.
+pub async fn prefill(
+    config_path: &Path,
+    store_path: &Path,
+    source: &str,
+    channel: &str,
+    messages: u64,
+) {
+    use archipel_gateway::config::Config;
+    use archipel_gateway::router::{Decision, Heard, Router};
+    use archipel_gateway::store::{Store, StoreConfig};
+    use mesh_core::{NodeId, Packet};
+
+    let config = Config::load(config_path).unwrap_or_else(|e| panic!("bench config: {e}"));
+    let router = Router::new(&config);
+    let store = Store::open(StoreConfig::new(store_path, u64::MAX))
+        .await
+        .expect("store opens");
+    let now = archipel_gateway::app::now_ms();
+    let mut batch = Vec::with_capacity(1000);
+    for i in 0..messages {
+        let mut packet = Packet::text_message(NodeId::BROADCAST, 0, &text(i));
+        let meta = packet.meta_mut();
+        meta.from = 0x1000_0000 + (i % 256) as u32;
+        meta.id = (i / 256 + 1) as u32;
+        (meta.hop_limit, meta.hop_start) = (3, 3);
+        let heard = Heard {
+            source,
+            channel,
+            packet: &packet,
+            local: None,
+        };
+        match router.route(heard, now) {
+            Decision::Relay(inbound) => batch.push(inbound),
+            Decision::Ignore(why) => panic!("the router ignores message {i}: {}", why.as_str()),
+        }
+        if batch.len() == 1000 || i + 1 == messages {
+            store.accept(&batch, now).await.expect("accept");
+            batch.clear();
+        }
+    }
+    store.close().await;
+}
