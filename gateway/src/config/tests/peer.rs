@@ -390,3 +390,40 @@ fn the_identity_path_is_read_from_a_config_that_does_not_validate() {
         Err(ConfigError::NotFound { .. })
     ));
 }
+
+#[test]
+fn the_example_config_is_valid_with_its_neighbours() {
+    let dir = TempDir::new("example-peers");
+    let identity = dir.path().join("identity.key");
+    let text = super::example(&[
+        "# [federation]",
+        "# [[peer]]",
+        "# [[route]]   # to the neighbouring hubs",
+    ])
+    .replace(
+        "/var/lib/archipel/identity.key",
+        &identity.display().to_string(),
+    );
+    let c = Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let f = &c.federation;
+    assert_eq!(f.listen.as_deref(), Some("0.0.0.0:4404"));
+    assert_eq!(
+        (f.max_hops, f.window_kib, f.dead_after_secs),
+        (
+            DEFAULT_MAX_HOPS,
+            DEFAULT_WINDOW_KIB,
+            DEFAULT_DEAD_AFTER_SECS
+        )
+    );
+    assert_eq!(c.identity_path(), identity);
+    let b = c.peer("hub-b").expect("the hub-b block is on");
+    assert!(b.socket_addr().is_some() && b.public_key().is_some());
+    let hub_c = c.peer("hub-c").expect("the hub-c block is on");
+    assert_eq!((hub_c.socket_addr(), hub_c.window_kib), (None, Some(8)));
+    assert_eq!(c.routes.len(), 4);
+    let summary = c.summary();
+    assert!(
+        summary.contains("hub-b#LongFast <-> hub-c#LongFast"),
+        "{summary}"
+    );
+}
