@@ -1,6 +1,7 @@
 //! `[federation]`: how this gateway meets other hubs. Where it listens (if it does), where
-//! its identity key is kept, how many hubs a message may cross, and the one session knob a thin
-//! link needs. The neighbours themselves are `[[peer]]` sections (`peer.rs`).
+//! its identity key is kept, how many hubs a message may cross, and the session knobs a thin
+//! link needs (the window, and how long a silent neighbour is waited for). The neighbours
+//! themselves are `[[peer]]` sections (`peer.rs`).
 //!
 //! Addresses are IP literals: hubs know each other by IP address and public key, as a
 //! community writes them on paper, and a hub may have no DNS. Nothing listens unless `listen`
@@ -71,8 +72,9 @@ pub struct FederationSection {
     pub listen: Option<String>,
     /// The key pair's file; none: `identity.key` beside the store file.
     pub identity_file: Option<PathBuf>,
-    /// How many hubs a message may cross (1 to 15), so a ring of hubs never carries a
-    /// message the seen-set missed for ever.
+    /// How many hubs a message may cross (1 to 15): one that has crossed this many is not
+    /// handed to another neighbour, so a ring of hubs never carries a message the seen-set
+    /// missed for ever.
     pub max_hops: u8,
     /// Unacknowledged bytes a neighbour may send ahead (KiB): what an urgent message queued
     /// behind them waits for on a thin link.

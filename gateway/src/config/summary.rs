@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{Config, SendAs};
+use super::{Config, EndpointKind, SendAs};
 
 impl Config {
     /// A one-screen summary of the configuration in force (no keys, no passwords).
@@ -125,14 +125,25 @@ impl Config {
         }
         for route in &self.routes {
             let arrow = if route.one_way { "->" } else { "<->" };
+            // The hop limit is what a radio injects with; between other endpoints it means
+            // nothing, and showing it would suggest it does.
+            let radio = route
+                .from
+                .iter()
+                .chain(&route.to)
+                .any(|n| self.endpoint_kind(n) == Some(EndpointKind::Radio));
+            let hops = if radio {
+                format!(" (hop limit {} on arrival)", route.hops)
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 s,
-                "route {}#{} {arrow} {}#{} (hop limit {} on arrival)",
+                "route {}#{} {arrow} {}#{}{hops}",
                 route.from.join("+"),
                 route.channel,
                 route.to.join("+"),
                 route.to_channel(),
-                route.hops
             );
         }
         s

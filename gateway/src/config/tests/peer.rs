@@ -423,7 +423,7 @@ fn the_example_config_is_valid_with_its_neighbours() {
     assert_eq!(c.routes.len(), 4);
     let summary = c.summary();
     assert!(
-        summary.contains("hub-b#LongFast <-> hub-c#LongFast"),
-        "{summary}"
+        summary.contains("route hub-b#LongFast <-> hub-c#LongFast\n"),
+        "no hop limit between hubs: {summary}"
     );
 }
