@@ -189,7 +189,8 @@ impl<'a> EndpointSection<'a> {
 
 impl Config {
     /// Reads `path`, applies the process's `ARCHIPEL_` overrides, reads the files the config
-    /// names (passwords, secrets, CA certificates, serial device links), and validates.
+    /// names (passwords, secrets, CA certificates, serial device links, and the identity key
+    /// when the hub federates), and validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         Self::load_with_env(path, std::env::vars_os())
     }
@@ -277,7 +278,8 @@ impl Config {
     }
 
     /// Checks what types alone cannot, without touching the disk (loading also reads the
-    /// password, secret and CA files).
+    /// password, secret and CA files, and the identity key whose public half refuses a
+    /// `[[peer]]` with our own key).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut p = Vec::new();
         if let Some(why) = syntax::one_line(&self.gateway.name) {
