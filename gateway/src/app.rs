@@ -114,6 +114,7 @@ impl Gateway {
             .map(|r| r.name.as_str())
             .chain(config.mqtt.iter().map(|m| m.name.as_str()))
             .chain(config.xmpp.iter().map(|x| x.name.as_str()))
+            .chain(config.peers.iter().map(|p| p.name.as_str()))
             .collect();
         report_orphan_queues(&store, &names).await;
         let writer = Writer::spawn(store.clone(), MAX_BATCH);

@@ -9,8 +9,8 @@ use anyhow::Context;
 use archipel_adapters::sim::{AttachedRadio, SimConfig, Simulator};
 use archipel_gateway::app::Gateway;
 use archipel_gateway::config::{
-    AirtimeSection, ChannelSection, Config, GatewaySection, RadioSection, RouteSection,
-    StoreSection,
+    AirtimeSection, ChannelSection, Config, FederationSection, GatewaySection, RadioSection,
+    RouteSection, StoreSection,
 };
 use mesh_core::NodeId;
 
@@ -120,6 +120,8 @@ pub fn gateway_config(
         radios: sections,
         mqtt: Vec::new(),
         xmpp: Vec::new(),
+        federation: FederationSection::default(),
+        peers: Vec::new(),
         channels: Vec::new(),
         routes,
     };

@@ -3,10 +3,12 @@
 //! Subcommands, in the order an operator meets them:
 //! - `demo`: two simulated neighbourhood meshes bridged by a gateway, nothing to set up;
 //! - `check-config`, `run`: validate a configuration, run the gateway on it;
+//! - `identity`: print this gateway's public key, for the neighbours' `[[peer]]` sections;
 //! - `radio-info`: connect to one radio, print who it is, its channels and node DB, and exit;
 //! - `sim`: run a simulated mesh whose attached radios real clients can connect to.
 
 mod demo;
+mod identity;
 mod logging;
 mod radio_info;
 mod run;
@@ -45,6 +47,14 @@ enum Command {
         /// The gateway configuration (TOML).
         #[arg(value_name = "FILE")]
         file: PathBuf,
+    },
+    /// Print this gateway's public key and fingerprint (making its key pair on first use),
+    /// for neighbouring hubs' [[peer]] sections. The private key is never printed.
+    Identity {
+        /// The gateway configuration, for `[federation] identity_file` or the store's
+        /// directory; without it, identity.key in the current directory.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Connect to a radio, print its identity, channels and node database, and exit.
     RadioInfo(RadioArgs),
@@ -98,6 +108,7 @@ fn main() -> ExitCode {
             Command::Demo { config } => demo::run(config).await,
             Command::Run { config } => run::run(&config).await,
             Command::CheckConfig { file } => run::check(&file),
+            Command::Identity { config } => identity::run(config.as_deref()),
             Command::RadioInfo(args) => radio_info::run(args).await,
             Command::Sim { config } => sim::run(config).await,
         }

@@ -17,10 +17,10 @@ use super::error::Problem;
 pub const PREFIX: &str = "ARCHIPEL_";
 
 /// Sections whose keys the environment may set: single values, unlike the `[[radio]]` lists.
-const SECTIONS: &[&str] = &["gateway", "store", "airtime"];
+const SECTIONS: &[&str] = &["gateway", "store", "airtime", "federation"];
 
 /// The list sections, which an index in a variable name cannot address.
-const LISTS: &[&str] = &["radio", "mqtt", "xmpp", "channel", "route"];
+const LISTS: &[&str] = &["radio", "mqtt", "xmpp", "peer", "channel", "route"];
 
 /// How the metadata of an override starts, to tell it from the file's.
 const METADATA_NAME: &str = "environment variable";

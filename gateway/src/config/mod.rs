@@ -9,7 +9,9 @@
 //! Sections, one file each:
 //! - `[gateway]` (here), `[store]` and `[airtime]` (`store.rs`);
 //! - endpoints, whose names are unique across kinds: `[[radio]]` (`radio.rs`), `[[mqtt]]`
-//!   (`mqtt.rs`) and `[[xmpp]]` (`xmpp.rs`);
+//!   (`mqtt.rs`), `[[xmpp]]` (`xmpp.rs`) and `[[peer]]` (`peer.rs`), the neighbouring hubs;
+//! - `[federation]`: where this hub listens for neighbours, its identity key, how far a
+//!   message may travel between hubs (`federation.rs`);
 //! - channels: every radio's plus `[[channel]]`, one [`ChannelTable`] for every kind
 //!   (`channel.rs`);
 //! - `[[route]]` between endpoints of any kind (`route.rs`);
@@ -19,7 +21,9 @@
 mod channel;
 mod env;
 mod error;
+mod federation;
 mod mqtt;
+mod peer;
 mod radio;
 mod route;
 mod secret;
@@ -35,17 +39,24 @@ mod xmpp;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use archipel_adapters::peer::{Identity, IdentityError};
 use figment::Figment;
 use figment::providers::{Format, Toml};
+use mesh_core::peer::SessionConfig;
 use mesh_core::{GovernorConfig, NodeId};
 use serde::Deserialize;
 
 pub use channel::{ChannelEntry, ChannelSection, ChannelTable, MAX_CHANNEL_NAME};
 pub use error::{ConfigError, Problem};
+pub use federation::{
+    DEFAULT_DEAD_AFTER_SECS, DEFAULT_MAX_HOPS, DEFAULT_WINDOW_KIB, FederationSection,
+    IDENTITY_FILE, MAX_FEDERATION_HOPS, PEER_PORT, identity_path,
+};
 pub use mqtt::{DEFAULT_BURST_PER_NODE, DEFAULT_RATE_PER_NODE, MqttSection, MqttTls};
+pub use peer::PeerSection;
 pub use radio::{REGIONS, RadioSection, region_duty_cycle};
 pub use route::{MAX_HOPS, RouteSection};
 pub use secret::Secret;
@@ -76,6 +87,12 @@ pub struct Config {
     /// The XMPP servers the gateway joins as a component.
     #[serde(default)]
     pub xmpp: Vec<XmppSection>,
+    /// How this hub meets other hubs.
+    #[serde(default)]
+    pub federation: FederationSection,
+    /// The neighbouring hubs.
+    #[serde(default, rename = "peer")]
+    pub peers: Vec<PeerSection>,
     /// Channels no local radio has (with their keys), for routes between other endpoints.
     #[serde(default, rename = "channel")]
     pub channels: Vec<ChannelSection>,
@@ -105,12 +122,18 @@ pub enum EndpointKind {
     Mqtt,
     /// An XMPP server (`[[xmpp]]`).
     Xmpp,
+    /// A neighbouring hub (`[[peer]]`).
+    Peer,
 }
 
 impl EndpointKind {
     /// Every kind, in config order.
-    pub const ALL: [EndpointKind; 3] =
-        [EndpointKind::Radio, EndpointKind::Mqtt, EndpointKind::Xmpp];
+    pub const ALL: [EndpointKind; 4] = [
+        EndpointKind::Radio,
+        EndpointKind::Mqtt,
+        EndpointKind::Xmpp,
+        EndpointKind::Peer,
+    ];
 
     /// The kind as its section is named.
     pub fn as_str(self) -> &'static str {
@@ -118,6 +141,7 @@ impl EndpointKind {
             EndpointKind::Radio => "radio",
             EndpointKind::Mqtt => "mqtt",
             EndpointKind::Xmpp => "xmpp",
+            EndpointKind::Peer => "peer",
         }
     }
 }
@@ -137,6 +161,8 @@ pub enum EndpointSection<'a> {
     Mqtt(&'a MqttSection),
     /// A `[[xmpp]]`.
     Xmpp(&'a XmppSection),
+    /// A `[[peer]]`.
+    Peer(&'a PeerSection),
 }
 
 impl<'a> EndpointSection<'a> {
@@ -146,6 +172,7 @@ impl<'a> EndpointSection<'a> {
             EndpointSection::Radio(r) => &r.name,
             EndpointSection::Mqtt(m) => &m.name,
             EndpointSection::Xmpp(x) => &x.name,
+            EndpointSection::Peer(p) => &p.name,
         }
     }
 
@@ -155,15 +182,25 @@ impl<'a> EndpointSection<'a> {
             EndpointSection::Radio(_) => EndpointKind::Radio,
             EndpointSection::Mqtt(_) => EndpointKind::Mqtt,
             EndpointSection::Xmpp(_) => EndpointKind::Xmpp,
+            EndpointSection::Peer(_) => EndpointKind::Peer,
         }
     }
 }
 
 impl Config {
     /// Reads `path`, applies the process's `ARCHIPEL_` overrides, reads the files the config
-    /// names (passwords, secrets, CA certificates, serial device links), and validates.
+    /// names (passwords, secrets, CA certificates, serial device links, and the identity key
+    /// when the hub federates), and validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         Self::load_with_env(path, std::env::vars_os())
+    }
+
+    /// Where the gateway's identity key is kept, by the config file at `path` and the
+    /// process's `ARCHIPEL_` overrides of `store.path` and `federation.identity_file`; the rest
+    /// of the file is not validated, so a hub can print its key while its config is being
+    /// written.
+    pub fn identity_path_of(path: &Path) -> Result<PathBuf, ConfigError> {
+        federation::identity_path_of(path, std::env::vars_os())
     }
 
     /// [`Config::load`] with the environment given as a list, so a test can set overrides
@@ -218,6 +255,13 @@ impl Config {
         xmpp::read_files(&mut config.xmpp, &mut problems);
         xmpp::resolve(&mut config.xmpp, &config.routes);
         radio::check_devices(&config.radios, &mut problems);
+        let federated = config.federated();
+        federation::read_identity(
+            &mut config.federation,
+            &config.store,
+            federated,
+            &mut problems,
+        );
         if let Err(ConfigError::Invalid { problems: found }) = config.validate() {
             problems.extend(found);
         }
@@ -234,7 +278,8 @@ impl Config {
     }
 
     /// Checks what types alone cannot, without touching the disk (loading also reads the
-    /// password, secret and CA files).
+    /// password, secret and CA files, and the identity key whose public half refuses a
+    /// `[[peer]]` with our own key).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut p = Vec::new();
         if let Some(why) = syntax::one_line(&self.gateway.name) {
@@ -257,10 +302,10 @@ impl Config {
         }
         store::check_store(&self.store, &mut p);
         store::check_airtime(&self.airtime, &mut p);
-        if self.radios.is_empty() && self.mqtt.is_empty() && self.xmpp.is_empty() {
+        if self.endpoints().next().is_none() {
             p.push(Problem::new(
                 "radio",
-                "no endpoint configured: add a [[radio]] section with name, tcp or serial and channels (or a [[mqtt]] or [[xmpp]] section)",
+                "no endpoint configured: add a [[radio]] section with name, tcp or serial and channels (or a [[mqtt]], [[xmpp]] or [[peer]] section)",
             ));
         }
         radio::check(&self.radios, &mut p);
@@ -275,6 +320,8 @@ impl Config {
             &mut p,
         );
         xmpp::check(&self.xmpp, &self.routes, &mut p);
+        federation::check(&self.federation, &self.store, &mut p);
+        peer::check(&self.peers, &self.federation, &mut p);
         self.check_endpoint_names(&mut p);
         for (k, c) in self.channels.iter().enumerate() {
             if let Some(why) = channel::channel_name(&c.name) {
@@ -309,13 +356,19 @@ impl Config {
                     .iter()
                     .enumerate()
                     .map(|(i, x)| (x.name.as_str(), xmpp::key(i, x))),
+            )
+            .chain(
+                self.peers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (s.name.as_str(), peer::key(i, s))),
             );
         for (name, key) in keyed {
             if let Some(first) = seen.get(name) {
                 p.push(Problem::new(
                     format!("{key}.name"),
                     format!(
-                        "`{name}` is also the name of {first}: endpoint names are unique across radios, brokers and XMPP servers, since routes name them alone; rename one"
+                        "`{name}` is also the name of {first}: endpoint names are unique across radios, brokers, XMPP servers and peers, since routes name them alone; rename one"
                     ),
                 ));
             } else {
@@ -339,14 +392,41 @@ impl Config {
         self.xmpp.iter().find(|x| x.name == name)
     }
 
-    /// Every endpoint with its kind: radios, then brokers, then XMPP servers, each in config
-    /// order.
+    /// The `[[peer]]` with this name.
+    pub fn peer(&self, name: &str) -> Option<&PeerSection> {
+        self.peers.iter().find(|s| s.name == name)
+    }
+
+    /// Whether this hub federates: it has neighbours or listens for them.
+    pub fn federated(&self) -> bool {
+        !self.peers.is_empty() || self.federation.listen.is_some()
+    }
+
+    /// Where the gateway's identity key is kept: `[federation] identity_file`, or
+    /// `identity.key` beside the store file.
+    pub fn identity_path(&self) -> PathBuf {
+        self.federation.identity_path(&self.store)
+    }
+
+    /// The gateway's identity, made and saved (mode 0600) on first use.
+    pub fn identity(&self) -> Result<Identity, IdentityError> {
+        Identity::load_or_create(&self.identity_path())
+    }
+
+    /// The session settings for one neighbour: its `window_kib`, else `[federation]`'s.
+    pub fn peer_session(&self, peer: &PeerSection) -> SessionConfig {
+        self.federation.session(peer.window_kib)
+    }
+
+    /// Every endpoint with its kind: radios, then brokers, then XMPP servers, then peers,
+    /// each in config order.
     pub fn endpoints(&self) -> impl Iterator<Item = EndpointSection<'_>> {
         self.radios
             .iter()
             .map(EndpointSection::Radio)
             .chain(self.mqtt.iter().map(EndpointSection::Mqtt))
             .chain(self.xmpp.iter().map(EndpointSection::Xmpp))
+            .chain(self.peers.iter().map(EndpointSection::Peer))
     }
 
     /// The endpoint with this name, of any kind.

@@ -100,6 +100,18 @@ pub fn check(config: &Config, p: &mut Vec<Problem>) {
                             ));
                         }
                     }
+                    Some(EndpointSection::Peer(_)) => {
+                        if !table.contains(channel) {
+                            let known: Vec<&str> = table.names().collect();
+                            p.push(Problem::new(
+                                format!("{key}.{field}"),
+                                format!(
+                                    "peer `{name}` has no key for channel `{channel}`: the gateway decrypts what it relays to tell its class (TTL and priority) and hands it on under the channel's name; the channel table (every radio's channels and [[channel]] entries) has {}; add a [[channel]] with its name and psk",
+                                    if known.is_empty() { "none".into() } else { known.join(", ") }
+                                ),
+                            ));
+                        }
+                    }
                     Some(EndpointSection::Mqtt(_)) => {
                         if !table.contains(channel) {
                             let known: Vec<&str> = table.names().collect();
@@ -150,7 +162,7 @@ fn endpoint_list(config: &Config) -> String {
         .collect();
     if names.is_empty() {
         format!(
-            "none (add a [[radio]], [[mqtt]] or [[xmpp]] section; kinds: {})",
+            "none (add a [[radio]], [[mqtt]], [[xmpp]] or [[peer]] section; kinds: {})",
             EndpointKind::ALL.map(|k| k.to_string()).join(", ")
         )
     } else {

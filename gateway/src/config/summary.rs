@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{Config, SendAs};
+use super::{Config, EndpointKind, SendAs};
 
 impl Config {
     /// A one-screen summary of the configuration in force (no keys, no passwords).
@@ -103,7 +103,14 @@ impl Config {
                 x.name, x.server, x.domain, x.bridge_nick, x.rate_per_user, x.burst_per_user
             );
         }
-        if !self.mqtt.is_empty() || !self.xmpp.is_empty() || !self.channels.is_empty() {
+        if self.federated() {
+            self.federation_summary(&mut s);
+        }
+        if !self.mqtt.is_empty()
+            || !self.xmpp.is_empty()
+            || !self.peers.is_empty()
+            || !self.channels.is_empty()
+        {
             let table = self.channel_table();
             let own: Vec<&str> = self.channels.iter().map(|c| c.name.as_str()).collect();
             let _ = write!(
@@ -118,16 +125,81 @@ impl Config {
         }
         for route in &self.routes {
             let arrow = if route.one_way { "->" } else { "<->" };
+            // The hop limit is what a radio injects with; between other endpoints it means
+            // nothing, and showing it would suggest it does.
+            let radio = route
+                .from
+                .iter()
+                .chain(&route.to)
+                .any(|n| self.endpoint_kind(n) == Some(EndpointKind::Radio));
+            let hops = if radio {
+                format!(" (hop limit {} on arrival)", route.hops)
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 s,
-                "route {}#{} {arrow} {}#{} (hop limit {} on arrival)",
+                "route {}#{} {arrow} {}#{}{hops}",
                 route.from.join("+"),
                 route.channel,
                 route.to.join("+"),
                 route.to_channel(),
-                route.hops
             );
         }
         s
+    }
+
+    /// `[federation]` and every `[[peer]]`: where this hub listens, who it is, and who its
+    /// neighbours are (by fingerprint, which people compare aloud).
+    fn federation_summary(&self, s: &mut String) {
+        let f = &self.federation;
+        let listen = match (&f.listen, f.listen_addr()) {
+            (_, Some(at)) if at.ip().is_unspecified() => {
+                format!("listens on {at} (every interface)")
+            }
+            (_, Some(at)) if at.ip().is_loopback() => {
+                format!("listens on {at} (this machine only)")
+            }
+            (_, Some(at)) => format!("listens on {at}"),
+            (Some(text), None) => format!("listens on {text}"),
+            (None, None) => "does not listen (dials only)".into(),
+        };
+        let identity = match f.own_key {
+            Some(key) => format!("fingerprint {}", key.fingerprint()),
+            None => "made on first start".into(),
+        };
+        let _ = writeln!(
+            s,
+            "federation {listen}; identity {} ({identity}); a message crosses at most {} hubs; window {} KiB, a neighbour silent {} s is given up",
+            self.identity_path().display(),
+            f.max_hops,
+            f.window_kib,
+            f.dead_after_secs
+        );
+        if self.peers.is_empty() {
+            let _ = writeln!(
+                s,
+                "no [[peer]]: every hub that connects is refused (add one per neighbour)"
+            );
+        }
+        for peer in &self.peers {
+            let at = match &peer.address {
+                Some(address) => format!("at {address}"),
+                None => "dials in".into(),
+            };
+            let fingerprint = peer
+                .public_key()
+                .map(|k| k.fingerprint().to_string())
+                .unwrap_or_else(|| "invalid key".into());
+            let window = peer
+                .window_kib
+                .map(|w| format!(", window {w} KiB"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "peer {} {at}, fingerprint {fingerprint}{window}",
+                peer.name
+            );
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Whole-config tests: loading, the defects of issue 6, endpoints and routes. MQTT sections,
 //! secrets and the channel table have theirs in `tests/mqtt.rs`, XMPP sections in
-//! `tests/xmpp.rs`.
+//! `tests/xmpp.rs`, federation and peers in `tests/peer.rs`.
 
 use std::ffi::OsString;
 
@@ -8,6 +8,7 @@ use super::testing::{GOOD, TempDir, problems};
 use super::*;
 
 mod mqtt;
+mod peer;
 mod xmpp;
 
 #[test]
