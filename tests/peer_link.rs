@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use archipel_adapters::peer::{
@@ -266,4 +266,353 @@ async fn items_cross_both_ways_and_are_delivered_only_once_committed() {
     assert_eq!(a.lifecycle(), Lifecycle::Stopped);
     let stopped = a.offer(item(5)).await;
     assert!(matches!(stopped, DeliveryStatus::Unreachable { .. }));
+}
+
+/// A TCP relay between a dialler and a listener that a test can make stop forwarding
+/// (`freeze`: the connections stay open, nothing crosses, like a stopped process or a dead
+/// radio link) or drop (`cut`). Either acts on the connections open at the call; later ones
+/// are relayed normally, so the link can dial again through it.
+struct Proxy {
+    /// Where the dialler connects.
+    addr: SocketAddr,
+    /// The control both relays of every connection watch.
+    control: watch::Sender<Control>,
+    /// Connections accepted so far; each relay is numbered from it.
+    accepted: Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Control {
+    /// Connections numbered below this are frozen.
+    frozen_below: u64,
+    /// Connections numbered below this are dropped.
+    cut_below: u64,
+}
+
+impl Proxy {
+    async fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind(any_port()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (control, _) = watch::channel(Control::default());
+        let accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (ctl, count) = (control.clone(), accepted.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let number = count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(relay(client, target, number, ctl.subscribe()));
+            }
+        });
+        Proxy {
+            addr,
+            control,
+            accepted,
+        }
+    }
+
+    fn freeze(&self) {
+        let below = self.accepted.load(Ordering::SeqCst);
+        self.control.send_modify(|c| c.frozen_below = below);
+    }
+
+    fn cut(&self) {
+        let below = self.accepted.load(Ordering::SeqCst);
+        self.control.send_modify(|c| c.cut_below = below);
+    }
+}
+
+async fn relay(
+    mut client: TcpStream,
+    target: SocketAddr,
+    number: u64,
+    mut control: watch::Receiver<Control>,
+) {
+    let Ok(mut server) = TcpStream::connect(target).await else {
+        return;
+    };
+    let (mut client_rx, mut client_tx) = client.split();
+    let (mut server_rx, mut server_tx) = server.split();
+    let (mut up, mut down) = (vec![0u8; 16384], vec![0u8; 16384]);
+    loop {
+        let now = *control.borrow_and_update();
+        if now.cut_below > number {
+            return;
+        }
+        if now.frozen_below > number {
+            // Hold both sockets open and forward nothing, until cut or the test ends.
+            if control.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            continue;
+        }
+        tokio::select! {
+            n = client_rx.read(&mut up) => match n {
+                Ok(n) if n > 0 => if server_tx.write_all(&up[..n]).await.is_err() { return },
+                _ => return,
+            },
+            n = server_rx.read(&mut down) => match n {
+                Ok(n) if n > 0 => if client_tx.write_all(&down[..n]).await.is_err() { return },
+                _ => return,
+            },
+            changed = control.changed() => if changed.is_err() { std::future::pending::<()>().await },
+        }
+    }
+}
+
+/// What disturbs the stream in [`an_interrupted_stream_loses_nothing`].
+enum Interruption {
+    /// The TCP connection is dropped under both links.
+    Cut,
+    /// The receiving gateway's link and listener stop, and start again on the same port.
+    Restart,
+}
+
+/// A sends 2,000 items to B. B commits the first few hundred, then holds its commits (so
+/// many are in flight) while the stream is interrupted; A's unacknowledged offers come back
+/// `Unreachable`, A offers its outbox again after the next `Up`, and everything arrives:
+/// none lost, none acknowledged and then sent again.
+async fn an_interrupted_stream_loses_nothing(how: Interruption) {
+    let (a_id, b_id) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let (mut b, mut b_events) = spawn(config("a", &b_id, 0xB, a_id.public_key(), None));
+    let (b_addr, mut listener) = acceptor(&b_id, any_port(), &[&b], &[a_id.public_key()]).await;
+    let proxy = Proxy::start(b_addr).await;
+    let (a, mut a_events) = spawn(config("b", &a_id, 0xA, b_id.public_key(), Some(proxy.addr)));
+    const N: u64 = 2000;
+    let (mut outbox, mut outcomes) = Outbox::new(0..N);
+    let mut store = Store::new(outbox.acked.clone());
+    let (mut interrupted, mut committing) = (false, true);
+    let (mut downs, mut ups) = (0, 0);
+    let run = async {
+        while !outbox.rows.is_empty() {
+            tokio::select! {
+                Some((k, s)) = outcomes.recv() => outbox.outcome(k, s),
+                Some(e) = a_events.recv() => match e {
+                    PeerEvent::Up { .. } => { ups += 1; outbox.offer_all(&a) }
+                    PeerEvent::Down { .. } => downs += 1,
+                    _ => {}
+                },
+                Some(e) = b_events.recv() => match e {
+                    PeerEvent::Deliver { connection, items } => {
+                        store.deliver(&b, connection, &items, committing);
+                        if !interrupted && store.arrivals.len() >= 300 {
+                            // From now on nothing is committed on this connection: B's
+                            // window fills and A has items in flight and waiting.
+                            committing = false;
+                        }
+                        if !interrupted && store.arrivals.len() >= 1000 {
+                            interrupted = true;
+                            match how {
+                                Interruption::Cut => proxy.cut(),
+                                Interruption::Restart => {
+                                    b.shutdown().await;
+                                    listener.abort();
+                                    let _ = (&mut listener).await;
+                                    let (again, events) =
+                                        spawn(config("a", &b_id, 0xB, a_id.public_key(), None));
+                                    (b, b_events) = (again, events);
+                                    listener = acceptor(&b_id, b_addr, &[&b], &[a_id.public_key()]).await.1;
+                                }
+                            }
+                        }
+                    }
+                    PeerEvent::Up { .. } if interrupted => committing = true,
+                    _ => {}
+                },
+            }
+        }
+    };
+    timeout(WAIT * 2, run).await.expect("every item acknowledged after the interruption");
+    assert!(interrupted, "the stream was interrupted");
+    assert!(outbox.unreachable > 0, "offers in flight came back Unreachable");
+    assert!(downs >= 1 && ups >= 2, "A saw the connection go and come back");
+    for key in 0..N {
+        assert!(store.stored.contains(&key), "item {key} was lost");
+    }
+    assert!(
+        store.arrivals.values().any(|&n| n > 1),
+        "the items held uncommitted came again"
+    );
+    assert!(PeerCounters::get(&a.counters().connects) >= 2);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_connection_loses_nothing_and_resends_nothing_acknowledged() {
+    an_interrupted_stream_loses_nothing(Interruption::Cut).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_receiver_loses_nothing_and_gets_nothing_acknowledged_again() {
+    an_interrupted_stream_loses_nothing(Interruption::Restart).await;
+}
+
+fn connected_pair(l: Lifecycle) -> Option<(SocketAddr, SocketAddr)> {
+    match l {
+        Lifecycle::Connected { local, remote, .. } => Some((local, remote)),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hubs_that_dial_each_other_keep_one_connection() {
+    for _ in 0..3 {
+        let (a_id, b_id) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+        // Both listeners first, so both links can dial at once.
+        let a_listener = PeerListener::bind(any_port(), &a_id, [b_id.public_key()], WAIT)
+            .await
+            .unwrap();
+        let b_listener = PeerListener::bind(any_port(), &b_id, [a_id.public_key()], WAIT)
+            .await
+            .unwrap();
+        let (a_addr, b_addr) = (a_listener.local_addr().unwrap(), b_listener.local_addr().unwrap());
+        let (a, mut a_events) = spawn(config("b", &a_id, 0xA, b_id.public_key(), Some(b_addr)));
+        let (b, mut b_events) = spawn(config("a", &b_id, 0xB, a_id.public_key(), Some(a_addr)));
+        tokio::spawn(PeerAcceptor::new(a_listener, [(b_id.public_key(), a.clone())].into()).run());
+        tokio::spawn(PeerAcceptor::new(b_listener, [(a_id.public_key(), b.clone())].into()).run());
+        let (mut a_watch, mut b_watch) = (a.watch_lifecycle(), b.watch_lifecycle());
+        let same = async {
+            loop {
+                let (on_a, on_b) = (
+                    connected_pair(*a_watch.borrow_and_update()),
+                    connected_pair(*b_watch.borrow_and_update()),
+                );
+                if let (Some((a_local, a_remote)), Some((b_local, b_remote))) = (on_a, on_b)
+                    && a_local == b_remote
+                    && a_remote == b_local
+                {
+                    return a.lifecycle();
+                }
+                tokio::select! {
+                    _ = a_watch.changed() => {}
+                    _ = b_watch.changed() => {}
+                }
+            }
+        };
+        timeout(WAIT, same).await.expect("both keep the same connection");
+        // Items cross both ways. A connection both sides agreed on may still be replaced by
+        // the winning one finishing its handshake late: offers on it come back Unreachable
+        // and the owners offer them again after the next Up, as an outbox does.
+        let (mut a_out, mut a_outcomes) = Outbox::new([1]);
+        let (mut b_out, mut b_outcomes) = Outbox::new([2]);
+        a_out.offer_all(&a);
+        b_out.offer_all(&b);
+        let exchange = async {
+            while !(a_out.rows.is_empty() && b_out.rows.is_empty()) {
+                tokio::select! {
+                    Some((k, s)) = a_outcomes.recv() => a_out.outcome(k, s),
+                    Some((k, s)) = b_outcomes.recv() => b_out.outcome(k, s),
+                    Some(e) = a_events.recv() => match e {
+                        PeerEvent::Up { .. } => a_out.offer_all(&a),
+                        PeerEvent::Deliver { connection, items } => a.committed(connection, items.last().unwrap().seq),
+                        _ => {}
+                    },
+                    Some(e) = b_events.recv() => match e {
+                        PeerEvent::Up { .. } => b_out.offer_all(&b),
+                        PeerEvent::Deliver { connection, items } => b.committed(connection, items.last().unwrap().seq),
+                        _ => {}
+                    },
+                }
+            }
+        };
+        timeout(WAIT, exchange).await.expect("an item each way, acknowledged");
+        let (on_a, on_b) = (connected_pair(a.lifecycle()), connected_pair(b.lifecycle()));
+        let ((a_local, a_remote), (b_local, b_remote)) = (on_a.unwrap(), on_b.unwrap());
+        assert_eq!((a_local, a_remote), (b_remote, b_local), "one connection, the same on both");
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_is_reported_with_its_fingerprint_and_never_connects() {
+    let (a_id, b_id, other) = (
+        Identity::generate().unwrap(),
+        Identity::generate().unwrap(),
+        Identity::generate().unwrap(),
+    );
+    let (b, _b_events) = spawn(config("a", &b_id, 0xB, a_id.public_key(), None));
+    let (b_addr, _listener) = acceptor(&b_id, any_port(), &[&b], &[a_id.public_key()]).await;
+    // A expects another key at B's address.
+    let (a, mut a_events) = spawn(config("b", &a_id, 0xA, other.public_key(), Some(b_addr)));
+    for attempt in 0..2 {
+        match next_event(&mut a_events, "a refusal").await {
+            PeerEvent::Problem(text) => assert!(
+                text.contains(&b_id.public_key().fingerprint().to_string()),
+                "attempt {attempt}: the problem names the key presented: {text}"
+            ),
+            other => panic!("attempt {attempt}: expected a Problem, got {other:?}"),
+        }
+    }
+    assert!(!a.is_connected() && !b.is_connected());
+    assert!(PeerCounters::get(&a.counters().refusals) >= 2);
+    assert_eq!(PeerCounters::get(&a.counters().connects), 0);
+    assert!(matches!(
+        a.offer(item(1)).await,
+        DeliveryStatus::Unreachable { .. }
+    ));
+
+    // A key B does not know dials B: it hears the refusal; B counts it.
+    let (c, mut c_events) = spawn(config("b", &other, 0xC, b_id.public_key(), Some(b_addr)));
+    let listener = PeerListener::bind(any_port(), &b_id, [a_id.public_key()], WAIT)
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = PeerAcceptor::new(listener, [(a_id.public_key(), b.clone())].into());
+    let counters = acceptor.counters();
+    tokio::spawn(acceptor.run());
+    let (d, mut d_events) = spawn(config("b", &other, 0xD, b_id.public_key(), Some(addr)));
+    for _ in 0..2 {
+        assert!(matches!(
+            next_event(&mut d_events, "B refusing an unknown key").await,
+            PeerEvent::Problem(_)
+        ));
+    }
+    // The second refusal came after the first was counted (its own backoff in between).
+    assert!(PeerCounters::get(&counters.unknown_keys) >= 1);
+    assert_eq!(PeerCounters::get(&counters.adopted), 0);
+    assert!(matches!(
+        next_event(&mut c_events, "a refusal").await,
+        PeerEvent::Problem(_)
+    ));
+    for link in [&a, &b, &c, &d] {
+        link.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_answering_is_declared_down_and_dialled_again() {
+    let (a_id, b_id) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let (b, mut b_events) = spawn(config("a", &b_id, 0xB, a_id.public_key(), None));
+    let (b_addr, _listener) = acceptor(&b_id, any_port(), &[&b], &[a_id.public_key()]).await;
+    let proxy = Proxy::start(b_addr).await;
+    let (a, mut a_events) = spawn(config("b", &a_id, 0xA, b_id.public_key(), Some(proxy.addr)));
+    wait_up(&mut a_events, "the first Up").await;
+    wait_up(&mut b_events, "B's first Up").await;
+    proxy.freeze();
+    // An offer on the frozen connection: never acknowledged, answered when A gives up.
+    let stuck = tokio::spawn(a.offer(item(1)));
+    let reason = loop {
+        if let PeerEvent::Down { reason } = next_event(&mut a_events, "A's Down").await {
+            break reason;
+        }
+    };
+    assert!(reason.contains("nothing heard"), "declared down for silence: {reason}");
+    assert!(matches!(
+        timeout(WAIT, stuck).await.unwrap().unwrap(),
+        DeliveryStatus::Unreachable { .. }
+    ));
+    wait_up(&mut a_events, "the Up after the redial").await;
+    // The new connection works: an item crosses and is acknowledged.
+    let outcome = tokio::spawn(a.offer(item(2)));
+    loop {
+        if let PeerEvent::Deliver { connection, items } = next_event(&mut b_events, "the item at B").await {
+            assert_eq!(key_of(&items[0].packet), 2);
+            b.committed(connection, items.last().unwrap().seq);
+            break;
+        }
+    }
+    assert_eq!(timeout(WAIT, outcome).await.unwrap().unwrap(), DeliveryStatus::Delivered);
+    assert!(PeerCounters::get(&a.counters().connects) >= 2);
+    a.shutdown().await;
+    b.shutdown().await;
 }
