@@ -7,18 +7,16 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use archipel_adapters::peer::{
     Identity, Lifecycle, PeerAcceptor, PeerCounters, PeerEvent, PeerHandle, PeerKey,
     PeerLinkConfig, PeerListener, spawn,
 };
+use archipel_e2e::relay::Relay;
 use mesh_core::peer::{Outgoing, SessionConfig};
 use mesh_core::{DeliveryStatus, NodeId};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
@@ -124,7 +122,9 @@ struct Outbox {
 }
 
 impl Outbox {
-    fn new(keys: impl IntoIterator<Item = u64>) -> (Outbox, mpsc::UnboundedReceiver<(u64, DeliveryStatus)>) {
+    fn new(
+        keys: impl IntoIterator<Item = u64>,
+    ) -> (Outbox, mpsc::UnboundedReceiver<(u64, DeliveryStatus)>) {
         let (outcomes, rx) = mpsc::unbounded_channel();
         let outbox = Outbox {
             rows: keys.into_iter().map(|k| (k, ())).collect(),
@@ -215,7 +215,9 @@ async fn items_cross_both_ways_and_are_delivered_only_once_committed() {
     // One item A→B: delivered to B's owner, but not acknowledged until B commits it.
     let outcome = tokio::spawn(a.offer(item(1)));
     let (connection, items) = loop {
-        if let PeerEvent::Deliver { connection, items } = next_event(&mut b_events, "B's Deliver").await {
+        if let PeerEvent::Deliver { connection, items } =
+            next_event(&mut b_events, "B's Deliver").await
+        {
             break (connection, items);
         }
     };
@@ -225,7 +227,10 @@ async fn items_cross_both_ways_and_are_delivered_only_once_committed() {
     assert_eq!(items[0].origin, NodeId::new(0x1234));
     // Far longer than the session's acknowledgement delay (10 ms): an ack would be here.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!outcome.is_finished(), "Delivered before the receiver committed");
+    assert!(
+        !outcome.is_finished(),
+        "Delivered before the receiver committed"
+    );
     b.committed(connection, items[0].seq);
     assert_eq!(
         timeout(WAIT, outcome).await.unwrap().unwrap(),
@@ -253,10 +258,15 @@ async fn items_cross_both_ways_and_are_delivered_only_once_committed() {
             }
         }
     };
-    timeout(WAIT, exchange).await.expect("every item acknowledged both ways");
+    timeout(WAIT, exchange)
+        .await
+        .expect("every item acknowledged both ways");
     assert_eq!(at_b.stored, (100..400).collect());
     assert_eq!(at_a.stored, (1000..1300).collect());
-    assert!(at_b.arrivals.values().all(|&n| n == 1), "no repeats on a steady connection");
+    assert!(
+        at_b.arrivals.values().all(|&n| n == 1),
+        "no repeats on a steady connection"
+    );
     assert_eq!(a_out.unreachable + b_out.unreachable, 0);
     assert_eq!(PeerCounters::get(&a.counters().items_acked), 301);
     assert_eq!(PeerCounters::get(&b.counters().items_received), 301);
@@ -266,96 +276,6 @@ async fn items_cross_both_ways_and_are_delivered_only_once_committed() {
     assert_eq!(a.lifecycle(), Lifecycle::Stopped);
     let stopped = a.offer(item(5)).await;
     assert!(matches!(stopped, DeliveryStatus::Unreachable { .. }));
-}
-
-/// A TCP relay between a dialler and a listener that a test can make stop forwarding
-/// (`freeze`: the connections stay open, nothing crosses, like a stopped process or a dead
-/// radio link) or drop (`cut`). Either acts on the connections open at the call; later ones
-/// are relayed normally, so the link can dial again through it.
-struct Proxy {
-    /// Where the dialler connects.
-    addr: SocketAddr,
-    /// The control both relays of every connection watch.
-    control: watch::Sender<Control>,
-    /// Connections accepted so far; each relay is numbered from it.
-    accepted: Arc<std::sync::atomic::AtomicU64>,
-}
-
-#[derive(Clone, Copy, Default)]
-struct Control {
-    /// Connections numbered below this are frozen.
-    frozen_below: u64,
-    /// Connections numbered below this are dropped.
-    cut_below: u64,
-}
-
-impl Proxy {
-    async fn start(target: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind(any_port()).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (control, _) = watch::channel(Control::default());
-        let accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (ctl, count) = (control.clone(), accepted.clone());
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let number = count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(relay(client, target, number, ctl.subscribe()));
-            }
-        });
-        Proxy {
-            addr,
-            control,
-            accepted,
-        }
-    }
-
-    fn freeze(&self) {
-        let below = self.accepted.load(Ordering::SeqCst);
-        self.control.send_modify(|c| c.frozen_below = below);
-    }
-
-    fn cut(&self) {
-        let below = self.accepted.load(Ordering::SeqCst);
-        self.control.send_modify(|c| c.cut_below = below);
-    }
-}
-
-async fn relay(
-    mut client: TcpStream,
-    target: SocketAddr,
-    number: u64,
-    mut control: watch::Receiver<Control>,
-) {
-    let Ok(mut server) = TcpStream::connect(target).await else {
-        return;
-    };
-    let (mut client_rx, mut client_tx) = client.split();
-    let (mut server_rx, mut server_tx) = server.split();
-    let (mut up, mut down) = (vec![0u8; 16384], vec![0u8; 16384]);
-    loop {
-        let now = *control.borrow_and_update();
-        if now.cut_below > number {
-            return;
-        }
-        if now.frozen_below > number {
-            // Hold both sockets open and forward nothing, until cut or the test ends.
-            if control.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-            continue;
-        }
-        tokio::select! {
-            n = client_rx.read(&mut up) => match n {
-                Ok(n) if n > 0 => if server_tx.write_all(&up[..n]).await.is_err() { return },
-                _ => return,
-            },
-            n = server_rx.read(&mut down) => match n {
-                Ok(n) if n > 0 => if client_tx.write_all(&down[..n]).await.is_err() { return },
-                _ => return,
-            },
-            changed = control.changed() => if changed.is_err() { std::future::pending::<()>().await },
-        }
-    }
 }
 
 /// What disturbs the stream in [`an_interrupted_stream_loses_nothing`].
@@ -374,8 +294,8 @@ async fn an_interrupted_stream_loses_nothing(how: Interruption) {
     let (a_id, b_id) = (Identity::generate().unwrap(), Identity::generate().unwrap());
     let (mut b, mut b_events) = spawn(config("a", &b_id, 0xB, a_id.public_key(), None));
     let (b_addr, mut listener) = acceptor(&b_id, any_port(), &[&b], &[a_id.public_key()]).await;
-    let proxy = Proxy::start(b_addr).await;
-    let (a, mut a_events) = spawn(config("b", &a_id, 0xA, b_id.public_key(), Some(proxy.addr)));
+    let relay = Relay::start(b_addr).await;
+    let (a, mut a_events) = spawn(config("b", &a_id, 0xA, b_id.public_key(), Some(relay.addr)));
     const N: u64 = 2000;
     let (mut outbox, mut outcomes) = Outbox::new(0..N);
     let mut store = Store::new(outbox.acked.clone());
@@ -401,7 +321,7 @@ async fn an_interrupted_stream_loses_nothing(how: Interruption) {
                         if !interrupted && store.arrivals.len() >= 1000 {
                             interrupted = true;
                             match how {
-                                Interruption::Cut => proxy.cut(),
+                                Interruption::Cut => relay.cut(),
                                 Interruption::Restart => {
                                     b.shutdown().await;
                                     listener.abort();
@@ -420,10 +340,18 @@ async fn an_interrupted_stream_loses_nothing(how: Interruption) {
             }
         }
     };
-    timeout(WAIT * 2, run).await.expect("every item acknowledged after the interruption");
+    timeout(WAIT * 2, run)
+        .await
+        .expect("every item acknowledged after the interruption");
     assert!(interrupted, "the stream was interrupted");
-    assert!(outbox.unreachable > 0, "offers in flight came back Unreachable");
-    assert!(downs >= 1 && ups >= 2, "A saw the connection go and come back");
+    assert!(
+        outbox.unreachable > 0,
+        "offers in flight came back Unreachable"
+    );
+    assert!(
+        downs >= 1 && ups >= 2,
+        "A saw the connection go and come back"
+    );
     for key in 0..N {
         assert!(store.stored.contains(&key), "item {key} was lost");
     }
@@ -464,7 +392,10 @@ async fn two_hubs_that_dial_each_other_keep_one_connection() {
         let b_listener = PeerListener::bind(any_port(), &b_id, [a_id.public_key()], WAIT)
             .await
             .unwrap();
-        let (a_addr, b_addr) = (a_listener.local_addr().unwrap(), b_listener.local_addr().unwrap());
+        let (a_addr, b_addr) = (
+            a_listener.local_addr().unwrap(),
+            b_listener.local_addr().unwrap(),
+        );
         let (a, mut a_events) = spawn(config("b", &a_id, 0xA, b_id.public_key(), Some(b_addr)));
         let (b, mut b_events) = spawn(config("a", &b_id, 0xB, a_id.public_key(), Some(a_addr)));
         tokio::spawn(PeerAcceptor::new(a_listener, [(b_id.public_key(), a.clone())].into()).run());
@@ -488,7 +419,9 @@ async fn two_hubs_that_dial_each_other_keep_one_connection() {
                 }
             }
         };
-        timeout(WAIT, same).await.expect("both keep the same connection");
+        timeout(WAIT, same)
+            .await
+            .expect("both keep the same connection");
         // Items cross both ways. A connection both sides agreed on may still be replaced by
         // the winning one finishing its handshake late: offers on it come back Unreachable
         // and the owners offer them again after the next Up, as an outbox does.
@@ -514,10 +447,16 @@ async fn two_hubs_that_dial_each_other_keep_one_connection() {
                 }
             }
         };
-        timeout(WAIT, exchange).await.expect("an item each way, acknowledged");
+        timeout(WAIT, exchange)
+            .await
+            .expect("an item each way, acknowledged");
         let (on_a, on_b) = (connected_pair(a.lifecycle()), connected_pair(b.lifecycle()));
         let ((a_local, a_remote), (b_local, b_remote)) = (on_a.unwrap(), on_b.unwrap());
-        assert_eq!((a_local, a_remote), (b_remote, b_local), "one connection, the same on both");
+        assert_eq!(
+            (a_local, a_remote),
+            (b_remote, b_local),
+            "one connection, the same on both"
+        );
         a.shutdown().await;
         b.shutdown().await;
     }
@@ -584,11 +523,11 @@ async fn a_peer_that_stops_answering_is_declared_down_and_dialled_again() {
     let (a_id, b_id) = (Identity::generate().unwrap(), Identity::generate().unwrap());
     let (b, mut b_events) = spawn(config("a", &b_id, 0xB, a_id.public_key(), None));
     let (b_addr, _listener) = acceptor(&b_id, any_port(), &[&b], &[a_id.public_key()]).await;
-    let proxy = Proxy::start(b_addr).await;
-    let (a, mut a_events) = spawn(config("b", &a_id, 0xA, b_id.public_key(), Some(proxy.addr)));
+    let relay = Relay::start(b_addr).await;
+    let (a, mut a_events) = spawn(config("b", &a_id, 0xA, b_id.public_key(), Some(relay.addr)));
     wait_up(&mut a_events, "the first Up").await;
     wait_up(&mut b_events, "B's first Up").await;
-    proxy.freeze();
+    relay.freeze();
     // An offer on the frozen connection: never acknowledged, answered when A gives up.
     let stuck = tokio::spawn(a.offer(item(1)));
     let reason = loop {
@@ -596,7 +535,10 @@ async fn a_peer_that_stops_answering_is_declared_down_and_dialled_again() {
             break reason;
         }
     };
-    assert!(reason.contains("nothing heard"), "declared down for silence: {reason}");
+    assert!(
+        reason.contains("nothing heard"),
+        "declared down for silence: {reason}"
+    );
     assert!(matches!(
         timeout(WAIT, stuck).await.unwrap().unwrap(),
         DeliveryStatus::Unreachable { .. }
@@ -605,13 +547,18 @@ async fn a_peer_that_stops_answering_is_declared_down_and_dialled_again() {
     // The new connection works: an item crosses and is acknowledged.
     let outcome = tokio::spawn(a.offer(item(2)));
     loop {
-        if let PeerEvent::Deliver { connection, items } = next_event(&mut b_events, "the item at B").await {
+        if let PeerEvent::Deliver { connection, items } =
+            next_event(&mut b_events, "the item at B").await
+        {
             assert_eq!(key_of(&items[0].packet), 2);
             b.committed(connection, items.last().unwrap().seq);
             break;
         }
     }
-    assert_eq!(timeout(WAIT, outcome).await.unwrap().unwrap(), DeliveryStatus::Delivered);
+    assert_eq!(
+        timeout(WAIT, outcome).await.unwrap().unwrap(),
+        DeliveryStatus::Delivered
+    );
     assert!(PeerCounters::get(&a.counters().connects) >= 2);
     a.shutdown().await;
     b.shutdown().await;

@@ -171,8 +171,9 @@ pub(super) enum Request {
         /// The last one committed.
         seq: u64,
     },
-    /// An inbound connection authenticated as this peer.
-    Adopt(PeerStream),
+    /// An inbound connection authenticated as this peer (boxed: a TLS stream is large, and
+    /// every request in the channel would otherwise take its size).
+    Adopt(Box<PeerStream>),
     /// Close the connection and stop.
     Shutdown,
 }
@@ -237,7 +238,7 @@ impl PeerHandle {
     /// An inbound connection the listener authenticated as this peer's key: the link keeps
     /// one connection per peer (see [`super::resolve_duplicate`]).
     pub fn adopt(&self, stream: PeerStream) {
-        let _ = self.requests.send(Request::Adopt(stream));
+        let _ = self.requests.send(Request::Adopt(Box::new(stream)));
     }
 
     /// Resolves once a connection is open (at once if one is); `Err` when the link stopped.

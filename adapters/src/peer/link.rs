@@ -21,24 +21,22 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use mesh_core::peer::{CloseCode, Event, OfferError, Outgoing, Session};
+use mesh_core::peer::{CloseCode, Outgoing, Session};
 use mesh_core::{Backoff, DeliveryStatus};
 use rand::{Rng, SeedableRng};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, sleep_until};
 use tracing::{Instrument, debug, info, warn};
 
-use super::duplicate::{Direction, Duplicate, resolve_duplicate};
+use super::conn::{Conn, Reply, close_quietly};
+use super::duplicate::{Duplicate, resolve_duplicate};
 use super::handle::{Lifecycle, PeerCounters, PeerEvent, PeerLinkConfig, Request};
-use super::key::PeerKey;
-use super::offers::Offers;
 use super::transport::{PeerStream, TransportError, connect};
 
 /// Events the owner may leave unread before they wait in the link's stash.
@@ -47,44 +45,8 @@ pub(super) const EVENT_CAPACITY: usize = 64;
 /// A connection that lasted this long forgives the backoff: the next failure starts it over.
 pub const STABLE_AFTER: Duration = Duration::from_secs(30);
 
-/// The most bytes read from the socket at once (one TLS record's plaintext).
-const READ_CHUNK: usize = 16 * 1024;
-
-/// How long a closed connection's last bytes (its `Close`) may take to leave.
-const CLOSE_FLUSH: Duration = Duration::from_secs(2);
-
-/// What an offer's waiter is told.
-type Reply = oneshot::Sender<DeliveryStatus>;
-
 /// The dial in flight.
-type Dial = JoinHandle<Result<(PeerStream, PeerKey), TransportError>>;
-
-/// One open connection and everything that lives and dies with it.
-struct Conn {
-    /// Its number: `Deliver` events and offers name it, so nothing crosses to another one.
-    number: u64,
-    /// Who dialled, for [`resolve_duplicate`] when another connection arrives.
-    direction: Direction,
-    /// This end's address, for the lifecycle and logs.
-    local: SocketAddr,
-    /// The other end's address.
-    remote: SocketAddr,
-    /// The reading half of the stream.
-    reader: ReadHalf<PeerStream>,
-    /// The writing half, separate so a blocked write never blocks a read.
-    writer: WriteHalf<PeerStream>,
-    /// The protocol engine.
-    session: Session,
-    /// Bytes the session handed out that the socket has not taken yet.
-    tx: Vec<u8>,
-    /// Bytes were written since the last flush (TLS may hold some back until flushed).
-    unflushed: bool,
-    /// Offers on this connection and their waiters.
-    offers: Offers<Reply>,
-    /// When the peer's `Hello` arrived (`None` while handshaking): for `Connected` and how
-    /// long the connection lasted, which the backoff forgives.
-    opened: Option<Instant>,
-}
+type Dial = JoinHandle<Result<Box<PeerStream>, TransportError>>;
 
 /// What follows a lost connection.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -102,7 +64,7 @@ enum Wake {
     /// A request, or `None` when every handle is gone.
     Request(Option<Request>),
     /// The dial in flight finished.
-    Dialled(Result<Result<(PeerStream, PeerKey), TransportError>, tokio::task::JoinError>),
+    Dialled(Result<Result<Box<PeerStream>, TransportError>, tokio::task::JoinError>),
     /// Time to dial again.
     Redial,
     /// The socket gave bytes (0: the end) or failed.
@@ -147,8 +109,6 @@ pub(super) struct Link {
     next_number: u64,
     /// Shutdown asked: the connection is closing and the loop ends once it is gone.
     stopping: bool,
-    /// The read buffer, reused.
-    rbuf: Box<[u8]>,
     /// Randomness for the backoff's jitter.
     rng: rand::rngs::SmallRng,
 }
@@ -179,7 +139,6 @@ impl Link {
             retry_at,
             next_number: 1,
             stopping: false,
-            rbuf: vec![0; READ_CHUNK].into_boxed_slice(),
             rng: rand::rngs::SmallRng::from_os_rng(),
         }
     }
@@ -230,7 +189,6 @@ impl Link {
             conn,
             dial,
             retry_at,
-            rbuf,
             stopping,
             ..
         } = self;
@@ -257,6 +215,7 @@ impl Link {
         let Conn {
             reader,
             writer,
+            rbuf,
             tx,
             unflushed,
             ..
@@ -305,7 +264,7 @@ impl Link {
                     self.emit(PeerEvent::Problem(problem));
                     return;
                 }
-                self.arrived(stream);
+                self.arrived(*stream);
             }
             Request::Shutdown => self.stop(),
         }
@@ -320,7 +279,8 @@ impl Link {
         else {
             let reason = if self.stopping {
                 "the peer link is shutting down"
-            } else if connection != 0 && self.conn.as_ref().is_some_and(|c| c.number != connection) {
+            } else if connection != 0 && self.conn.as_ref().is_some_and(|c| c.number != connection)
+            {
                 "offered on a connection that has since closed"
             } else {
                 "no connection to the peer"
@@ -329,11 +289,7 @@ impl Link {
             let _ = reply.send(DeliveryStatus::unreachable(reason));
             return;
         };
-        if conn.offers.has_waiting() || conn.session.room() == 0 {
-            conn.offers.wait(item, reply);
-        } else {
-            hand(conn, item, reply, &self.counters);
-        }
+        conn.offer(item, reply, &self.counters);
     }
 
     /// A new authenticated connection, dialled or adopted: kept, or closed per the rule both
@@ -382,23 +338,13 @@ impl Link {
         };
         let number = self.next_number;
         self.next_number += 1;
-        let (direction, local, remote) =
-            (stream.direction(), stream.local_addr(), stream.remote_addr());
-        debug!(connection = number, ?direction, %remote, "peer connection authenticated");
-        let (reader, writer) = tokio::io::split(stream);
-        self.conn = Some(Conn {
-            number,
-            direction,
-            local,
-            remote,
-            reader,
-            writer,
-            session,
-            tx: Vec::new(),
-            unflushed: false,
-            offers: Offers::default(),
-            opened: None,
-        });
+        debug!(
+            connection = number,
+            direction = ?stream.direction(),
+            remote = %stream.remote_addr(),
+            "peer connection authenticated"
+        );
+        self.conn = Some(Conn::new(stream, number, session));
         self.retry_at = None;
     }
 
@@ -414,17 +360,21 @@ impl Link {
             self.config.peer_key,
             self.config.connect_timeout,
         );
-        let dial = async move { connect(addr, &identity, expected, limit).await };
+        let dial = async move {
+            connect(addr, &identity, expected, limit)
+                .await
+                .map(|(stream, _)| Box::new(stream))
+        };
         self.dial = Some(tokio::spawn(dial.in_current_span()));
     }
 
     fn dialled(
         &mut self,
-        result: Result<Result<(PeerStream, PeerKey), TransportError>, tokio::task::JoinError>,
+        result: Result<Result<Box<PeerStream>, TransportError>, tokio::task::JoinError>,
     ) {
         self.dial = None;
         let error = match result {
-            Ok(Ok((stream, _))) => return self.arrived(stream),
+            Ok(Ok(stream)) => return self.arrived(*stream),
             Ok(Err(e)) => e,
             Err(e) => return warn!(error = %e, "the dial task failed"),
         };
@@ -462,43 +412,18 @@ impl Link {
     }
 
     fn on_read(&mut self, read: io::Result<usize>) {
-        let Some(conn) = &mut self.conn else { return };
-        match read {
-            Ok(0) => conn.session.on_eof(),
-            Ok(n) => {
-                PeerCounters::add(&self.counters.bytes_in, n as u64);
-                conn.session
-                    .on_bytes(&self.rbuf[..n], std::time::Instant::now());
-            }
-            Err(e) => {
-                debug!(error = %e, "reading from the peer failed");
-                conn.session.on_eof();
-            }
+        if let Some(conn) = &mut self.conn {
+            conn.on_read(read, &self.counters);
         }
     }
 
     fn on_wrote(&mut self, wrote: io::Result<Option<usize>>) {
-        let Some(conn) = &mut self.conn else { return };
-        match wrote {
-            Ok(Some(0)) => {
-                debug!("the peer's socket takes no more bytes");
-                conn.session.on_eof();
-            }
-            Ok(Some(n)) => {
-                PeerCounters::add(&self.counters.bytes_out, n as u64);
-                conn.tx.drain(..n);
-                conn.unflushed = true;
-            }
-            Ok(None) => conn.unflushed = false,
-            Err(e) => {
-                debug!(error = %e, "writing to the peer failed");
-                conn.session.on_eof();
-            }
+        if let Some(conn) = &mut self.conn {
+            conn.on_wrote(wrote, &self.counters);
         }
     }
 
-    /// Acts on what the session has for us: fills its window from the waiting offers and
-    /// handles its events, until it has nothing more.
+    /// Acts on what the session has for us, until it has nothing more.
     fn pump(&mut self) {
         if let Some(reason) = self.collect() {
             self.lost(reason, After::Redial);
@@ -507,67 +432,7 @@ impl Link {
 
     /// Like `pump`, but hands a close back instead of acting on it.
     fn collect(&mut self) -> Option<String> {
-        let mut closed = None;
-        let mut events = Vec::new();
-        {
-            let conn = self.conn.as_mut()?;
-            loop {
-                fill(conn, &self.counters);
-                let Some(event) = conn.session.poll_event() else {
-                    break;
-                };
-                match event {
-                    Event::Transmit(bytes) => {
-                        PeerCounters::add(&self.counters.writes, 1);
-                        conn.tx.extend_from_slice(&bytes);
-                    }
-                    Event::Peer {
-                        id,
-                        channels,
-                        version,
-                    } => {
-                        conn.opened = Some(Instant::now());
-                        self.open.store(conn.number, Ordering::Release);
-                        PeerCounters::add(&self.counters.connects, 1);
-                        info!(
-                            connection = conn.number,
-                            gateway = %id,
-                            version,
-                            remote = %conn.remote,
-                            "peer connected"
-                        );
-                        events.push(PeerEvent::Up {
-                            gateway: id,
-                            channels,
-                        });
-                    }
-                    Event::Deliver(items) => {
-                        PeerCounters::add(&self.counters.items_received, items.len() as u64);
-                        events.push(PeerEvent::Deliver {
-                            connection: conn.number,
-                            items,
-                        });
-                    }
-                    Event::Acknowledged(keys) => {
-                        let replies = conn.offers.acknowledged(&keys);
-                        PeerCounters::add(&self.counters.items_acked, replies.len() as u64);
-                        for reply in replies {
-                            let _ = reply.send(DeliveryStatus::Delivered);
-                        }
-                    }
-                    Event::Closed(reason) => closed = Some(reason.to_string()),
-                }
-            }
-            if !conn.session.is_open() {
-                // Closing: nothing offered now can be taken.
-                let _ = self.open.compare_exchange(
-                    conn.number,
-                    0,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                );
-            }
-        }
+        let (events, closed) = self.conn.as_mut()?.drain(&self.counters, &self.open);
         for event in events {
             self.emit(event);
         }
@@ -577,36 +442,23 @@ impl Link {
     /// The connection is over: its waiters are answered, its last bytes leave in the
     /// background, the owner is told, and what comes `after` is planned.
     fn lost(&mut self, reason: String, after: After) {
-        let Some(mut conn) = self.conn.take() else {
+        let Some(conn) = self.conn.take() else {
             return;
         };
         self.open.store(0, Ordering::Release);
-        debug!(
-            connection = conn.number,
-            unacknowledged = conn.offers.in_flight(),
-            waiting = conn.offers.waiting(),
-            "connection over: its offers are answered unreachable"
-        );
-        let replies = conn.offers.drain();
-        PeerCounters::add(&self.counters.items_unreachable, replies.len() as u64);
-        for reply in replies {
-            let _ = reply.send(DeliveryStatus::unreachable(format!(
-                "the connection to the peer closed: {reason}"
-            )));
-        }
-        close_quietly(conn.writer, std::mem::take(&mut conn.tx));
-        let lasted = conn.opened.map(|t| t.elapsed());
+        let (number, remote) = (conn.number, conn.remote);
+        let lasted = conn.close(&reason, &self.counters);
         if lasted.is_some() {
-            info!(connection = conn.number, %reason, "peer disconnected");
+            info!(connection = number, %reason, "peer disconnected");
             self.emit(PeerEvent::Down {
                 reason: reason.clone(),
             });
         } else if after == After::Replaced {
-            debug!(connection = conn.number, "replaced during the handshake");
+            debug!(connection = number, "replaced during the handshake");
         } else {
             let problem = format!(
                 "peer `{}`: the connection with {} closed during the handshake: {reason}",
-                self.config.name, conn.remote
+                self.config.name, remote
             );
             warn!("{problem}");
             self.emit(PeerEvent::Problem(problem));
@@ -672,7 +524,10 @@ impl Link {
         self.stash.push_back(event);
     }
 
-    fn unstash(&mut self, permit: Result<mpsc::OwnedPermit<PeerEvent>, mpsc::error::SendError<()>>) {
+    fn unstash(
+        &mut self,
+        permit: Result<mpsc::OwnedPermit<PeerEvent>, mpsc::error::SendError<()>>,
+    ) {
         match permit {
             Ok(permit) => {
                 if let Some(event) = self.stash.pop_front() {
@@ -704,56 +559,4 @@ impl Link {
         self.lifecycle.send_replace(Lifecycle::Stopped);
         info!("peer link stopped");
     }
-}
-
-/// Hands one offer to the session, or back to the waiting queue when its window is full.
-fn hand(conn: &mut Conn, item: Outgoing, reply: Reply, counters: &PeerCounters) {
-    let key = item.key;
-    match conn.session.offer(item, std::time::Instant::now()) {
-        Ok(()) => {
-            PeerCounters::add(&counters.items_sent, 1);
-            conn.offers.sent(key, reply);
-        }
-        Err(OfferError::Full(item)) => conn.offers.wait_first(item, reply),
-        Err(OfferError::NotOpen(_)) => {
-            PeerCounters::add(&counters.items_unreachable, 1);
-            let _ = reply.send(DeliveryStatus::unreachable("the connection is closing"));
-        }
-        Err(OfferError::Invalid { what, .. }) => {
-            PeerCounters::add(&counters.items_rejected, 1);
-            let _ = reply.send(DeliveryStatus::Rejected {
-                reason: format!("no peer session can carry this item: {what}"),
-            });
-        }
-    }
-}
-
-/// Hands waiting offers to the session while it has room, oldest first.
-fn fill(conn: &mut Conn, counters: &PeerCounters) {
-    while conn.offers.has_waiting() && conn.session.room() > 0 && conn.session.is_open() {
-        let Some((item, reply)) = conn.offers.next_waiting() else {
-            return;
-        };
-        let before = conn.offers.waiting();
-        hand(conn, item, reply, counters);
-        if conn.offers.waiting() > before {
-            // Put back: the byte window is full even though the item window is not.
-            return;
-        }
-    }
-}
-
-/// Writes a closed connection's last bytes (its `Close`) and shuts it, in the background and
-/// bounded in time: the loop goes on with the next connection meanwhile.
-fn close_quietly(mut writer: WriteHalf<PeerStream>, last: Vec<u8>) {
-    tokio::spawn(
-        async move {
-            let _ = timeout(CLOSE_FLUSH, async {
-                writer.write_all(&last).await?;
-                writer.shutdown().await
-            })
-            .await;
-        }
-        .in_current_span(),
-    );
 }

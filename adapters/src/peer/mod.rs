@@ -25,6 +25,7 @@
 //! is acknowledged on another.
 
 mod acceptor;
+mod conn;
 pub mod duplicate;
 mod handle;
 pub mod identity;
