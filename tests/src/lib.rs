@@ -5,6 +5,7 @@
 pub mod bridge;
 pub mod mosquitto;
 pub mod prosody;
+pub mod relay;
 pub mod xmpp_user;
 
 use std::io::{BufRead, BufReader};
