@@ -16,6 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use archipel_adapters::mqtt::{self, MqttHandle};
+use archipel_adapters::peer::{
+    self, IdentityError, PeerAcceptor, PeerHandle, PeerLinkConfig, PeerListener, TransportError,
+};
 use archipel_adapters::radio::{self, Attachment, RadioConfig, RadioHandle};
 use archipel_adapters::xmpp::{self, XmppHandle};
 use mesh_core::Governor;
@@ -29,6 +32,7 @@ use crate::config::{Config, MqttSection, RadioSection, XmppSection};
 use crate::ingest::Ingest;
 use crate::ingest::downlink::DownlinkFilter;
 use crate::ingest::mqtt::{JsonDownlink, MqttIngest};
+use crate::ingest::peer::PeerIngest;
 use crate::ingest::radio::{Expected, RadioIngest};
 use crate::ingest::xmpp::XmppIngest;
 use crate::nodes::{DEFAULT_AWAY_AFTER, DEFAULT_CAPACITY, NodeDirectory};
@@ -36,6 +40,7 @@ use crate::people::People;
 use crate::ratelimit::Rate;
 use crate::router::Router;
 use crate::sink::mqtt::MqttSink;
+use crate::sink::peer::PeerSink;
 use crate::sink::radio::{DirectWait, RadioSink};
 use crate::sink::xmpp::XmppSink;
 use crate::stats::Stats;
@@ -49,6 +54,10 @@ pub fn now_ms() -> Millis {
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
+
+/// How long a dial to a neighbour hub (TCP and the TLS handshake) may take, and how long an
+/// inbound one may take to authenticate.
+const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often expired messages are swept.
 const EXPIRE_EVERY: Duration = Duration::from_secs(10);
@@ -66,6 +75,12 @@ pub enum StartError {
     /// An MQTT link could not be set up.
     #[error(transparent)]
     Mqtt(#[from] mqtt::MqttError),
+    /// The gateway's identity (its key pair for federation) could not be read or made.
+    #[error("federation.identity_file: {0}")]
+    Identity(#[from] IdentityError),
+    /// The federation listener could not be opened.
+    #[error("federation.listen: {0}")]
+    Listen(#[from] TransportError),
 }
 
 /// One started endpoint, for shutdown and status.
@@ -76,6 +91,8 @@ enum Link {
     Mqtt(MqttHandle),
     /// An XMPP link.
     Xmpp(XmppHandle),
+    /// A link to a neighbour hub.
+    Peer(PeerHandle),
 }
 
 /// A running gateway.
@@ -266,6 +283,53 @@ impl Gateway {
             links.push(Link::Xmpp(handle));
         }
 
+        if config.federated() {
+            let identity = config.identity()?;
+            let mut by_key = HashMap::new();
+            for p in &config.peers {
+                // Validation parsed every key.
+                let Some(key) = p.public_key() else { continue };
+                let (handle, events) = peer::spawn(PeerLinkConfig {
+                    name: p.name.clone(),
+                    identity: identity.clone(),
+                    gateway: config.gateway.id,
+                    channels: router.channels_of(&p.name),
+                    peer_key: key,
+                    address: p.socket_addr(),
+                    session: config.peer_session(p),
+                    connect_timeout: PEER_CONNECT_TIMEOUT,
+                    backoff_initial: Duration::from_millis(500),
+                    backoff_max: Duration::from_secs(30),
+                });
+                by_key.insert(key, handle.clone());
+                let sink = PeerSink::new(handle.clone(), config.gateway.id);
+                let w = DrainWorker::new(p.name.clone(), sink, &shared, wakes[&p.name].clone());
+                tasks.push(tokio::spawn(w.run(stop_rx.clone())));
+                let task = PeerIngest::new(p.name.clone(), events, handle.clone(), ingest.clone());
+                tasks.push(tokio::spawn(task.run()));
+                links.push(Link::Peer(handle));
+            }
+            if let Some(addr) = config.federation.listen_addr() {
+                let listener = PeerListener::bind(
+                    addr,
+                    &identity,
+                    by_key.keys().copied(),
+                    PEER_CONNECT_TIMEOUT,
+                )
+                .await?;
+                info!(listen = %addr, key = %identity.public_key(),
+                      fingerprint = %identity.public_key().fingerprint(), "federation listening");
+                let acceptor = PeerAcceptor::new(listener, by_key);
+                let mut stop = stop_rx.clone();
+                tasks.push(tokio::spawn(async move {
+                    tokio::select! {
+                        () = acceptor.run() => {}
+                        _ = stop.changed() => {}
+                    }
+                }));
+            }
+        }
+
         let seen_window = Duration::from_secs(config.store.seen_window_hours.saturating_mul(3600));
         tasks.push(tokio::spawn(maintain(
             store.clone(),
@@ -334,6 +398,7 @@ impl Gateway {
                 Link::Radio(r) => r.shutdown().await,
                 Link::Mqtt(m) => m.shutdown().await,
                 Link::Xmpp(x) => x.shutdown().await,
+                Link::Peer(p) => p.shutdown().await,
             }
         }
         for t in tasks.drain(..) {

@@ -10,6 +10,7 @@
 
 pub mod downlink;
 pub mod mqtt;
+pub mod peer;
 pub mod radio;
 pub mod xmpp;
 

@@ -7,6 +7,7 @@
 //! other.
 
 pub mod mqtt;
+pub mod peer;
 pub mod radio;
 pub mod xmpp;
 
