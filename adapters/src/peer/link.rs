@@ -87,9 +87,10 @@ pub(super) struct Link {
     requests_open: bool,
     /// Events to the owner; only ever `try_send`, so a slow owner never stalls the socket.
     events: mpsc::Sender<PeerEvent>,
-    /// Events that found `events` full, in order. Never dropped: a lost `Deliver` would
-    /// never be committed, so never acknowledged. Bounded by the session's receive window
-    /// (a peer that sends beyond it is closed) and by one `Up`/`Down` per connection.
+    /// Events that found `events` full, in order. Never dropped but for repeated problems: a
+    /// lost `Deliver` would never be committed, so never acknowledged. Bounded by the
+    /// session's receive window (a peer that sends beyond it is closed), by one `Up`/`Down`
+    /// per connection, and by `EVENT_CAPACITY` problems.
     stash: VecDeque<PeerEvent>,
     /// Publishes where the link is.
     lifecycle: watch::Sender<Lifecycle>,
@@ -521,6 +522,14 @@ impl Link {
         } else {
             event
         };
+        if let PeerEvent::Problem(problem) = &event
+            && self.stash.len() >= EVENT_CAPACITY
+        {
+            // Problems repeat with every refused dial; an owner that reads none must not
+            // make them pile up. Deliveries and Up/Down are never dropped (see `stash`).
+            PeerCounters::add(&self.counters.dropped_problems, 1);
+            return debug!(%problem, "dropped a problem report: the owner's queue is full");
+        }
         self.stash.push_back(event);
     }
 
