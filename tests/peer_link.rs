@@ -237,6 +237,15 @@ async fn items_cross_both_ways_and_are_delivered_only_once_committed() {
         DeliveryStatus::Delivered
     );
 
+    // An item no session can carry is refused for good, and the link carries on.
+    let mut huge = item(2);
+    huge.packet = vec![0; 4096];
+    assert!(matches!(
+        timeout(WAIT, a.offer(huge)).await.unwrap(),
+        DeliveryStatus::Rejected { .. }
+    ));
+    assert_eq!(PeerCounters::get(&a.counters().items_rejected), 1);
+
     // Many both ways at once, each side committing as it receives.
     let (mut a_out, mut a_outcomes) = Outbox::new(100..400);
     let (mut b_out, mut b_outcomes) = Outbox::new(1000..1300);

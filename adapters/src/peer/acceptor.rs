@@ -84,7 +84,9 @@ impl PeerAcceptor {
                     continue;
                 }
             };
-            pause.next_delay(Some(Duration::MAX), 0.0);
+            if pause.attempt() > 0 {
+                pause = Backoff::new(ACCEPT_PAUSE.0, ACCEPT_PAUSE.1, Duration::ZERO);
+            }
             PeerCounters::add(&self.counters.accepted, 1);
             let (peers, counters) = (self.peers.clone(), self.counters.clone());
             let remote = incoming.remote_addr();

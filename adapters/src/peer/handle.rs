@@ -135,6 +135,8 @@ pub struct PeerCounters {
     pub items_rejected: AtomicU64,
     /// Items received from the peer and handed to the owner.
     pub items_received: AtomicU64,
+    /// Problem reports dropped because the owner left too many events unread.
+    pub dropped_problems: AtomicU64,
 }
 
 impl PeerCounters {

@@ -37,6 +37,7 @@ use tracing::{Instrument, debug, info, warn};
 use super::conn::{Conn, Reply, close_quietly};
 use super::duplicate::{Duplicate, resolve_duplicate};
 use super::handle::{Lifecycle, PeerCounters, PeerEvent, PeerLinkConfig, Request};
+use super::offers::admit;
 use super::transport::{PeerStream, TransportError, connect};
 
 /// Events the owner may leave unread before they wait in the link's stash.
@@ -87,9 +88,10 @@ pub(super) struct Link {
     requests_open: bool,
     /// Events to the owner; only ever `try_send`, so a slow owner never stalls the socket.
     events: mpsc::Sender<PeerEvent>,
-    /// Events that found `events` full, in order. Never dropped: a lost `Deliver` would
-    /// never be committed, so never acknowledged. Bounded by the session's receive window
-    /// (a peer that sends beyond it is closed) and by one `Up`/`Down` per connection.
+    /// Events that found `events` full, in order. Never dropped but for repeated problems: a
+    /// lost `Deliver` would never be committed, so never acknowledged. Bounded by the
+    /// session's receive window (a peer that sends beyond it is closed), by one `Up`/`Down`
+    /// per connection, and by `EVENT_CAPACITY` problems.
     stash: VecDeque<PeerEvent>,
     /// Publishes where the link is.
     lifecycle: watch::Sender<Lifecycle>,
@@ -272,24 +274,15 @@ impl Link {
 
     /// An offer is taken only by the connection that was open when the owner made it.
     fn offer(&mut self, item: Outgoing, connection: u64, reply: Reply) {
-        let Some(conn) = self
-            .conn
-            .as_mut()
-            .filter(|c| c.number == connection && c.session.is_open() && !self.stopping)
-        else {
-            let reason = if self.stopping {
-                "the peer link is shutting down"
-            } else if connection != 0 && self.conn.as_ref().is_some_and(|c| c.number != connection)
-            {
-                "offered on a connection that has since closed"
-            } else {
-                "no connection to the peer"
-            };
-            PeerCounters::add(&self.counters.items_unreachable, 1);
-            let _ = reply.send(DeliveryStatus::unreachable(reason));
-            return;
-        };
-        conn.offer(item, reply, &self.counters);
+        let current = self.conn.as_ref().map(|c| (c.number, c.session.is_open()));
+        match (admit(connection, current, self.stopping), &mut self.conn) {
+            (Ok(()), Some(conn)) => conn.offer(item, reply, &self.counters),
+            (refused, _) => {
+                let reason = refused.err().unwrap_or("no connection to the peer");
+                PeerCounters::add(&self.counters.items_unreachable, 1);
+                let _ = reply.send(DeliveryStatus::unreachable(reason));
+            }
+        }
     }
 
     /// A new authenticated connection, dialled or adopted: kept, or closed per the rule both
@@ -521,6 +514,14 @@ impl Link {
         } else {
             event
         };
+        if let PeerEvent::Problem(problem) = &event
+            && self.stash.len() >= EVENT_CAPACITY
+        {
+            // Problems repeat with every refused dial; an owner that reads none must not
+            // make them pile up. Deliveries and Up/Down are never dropped (see `stash`).
+            PeerCounters::add(&self.counters.dropped_problems, 1);
+            return debug!(%problem, "dropped a problem report: the owner's queue is full");
+        }
         self.stash.push_back(event);
     }
 

@@ -101,10 +101,47 @@ impl<R> Offers<R> {
     }
 }
 
+/// Whether an offer stamped with connection `stamp` (0: none was open when the owner made it)
+/// may go on the link's connection `current` (its number, and whether its session takes
+/// offers), or why it is answered `Unreachable`. Only the connection that was open when the
+/// owner offered takes the offer: one made before a reconnect never overtakes, on the new
+/// connection, the items the owner offers again after `Up`.
+pub(super) fn admit(
+    stamp: u64,
+    current: Option<(u64, bool)>,
+    stopping: bool,
+) -> Result<(), &'static str> {
+    match current {
+        _ if stopping => Err("the peer link is shutting down"),
+        None => Err("no connection to the peer"),
+        Some(_) if stamp == 0 => Err("no connection to the peer when it was offered"),
+        Some((number, _)) if number != stamp => Err("offered on a connection that has closed"),
+        Some((_, false)) => Err("the connection is closing"),
+        Some((_, true)) => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use mesh_core::NodeId;
+
+    #[test]
+    fn only_the_connection_open_when_offered_takes_an_offer() {
+        assert_eq!(admit(3, Some((3, true)), false), Ok(()));
+        for (stamp, current, stopping) in [
+            (3, Some((3, true)), true),
+            (3, None, false),
+            (0, Some((3, true)), false),
+            (2, Some((3, true)), false),
+            (3, Some((3, false)), false),
+        ] {
+            assert!(
+                admit(stamp, current, stopping).is_err(),
+                "stamp {stamp} on {current:?} (stopping: {stopping})"
+            );
+        }
+    }
 
     fn item(key: u64) -> Outgoing {
         Outgoing {
