@@ -426,6 +426,8 @@ impl Link {
     /// Like `pump`, but hands a close back instead of acting on it.
     fn collect(&mut self) -> Option<String> {
         let (events, closed) = self.conn.as_mut()?.drain(&self.counters, &self.open);
+        // Where the link is, first: an owner told `Up` finds the handle connected.
+        self.publish();
         for event in events {
             self.emit(event);
         }
