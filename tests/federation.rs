@@ -172,3 +172,232 @@ fn a_hub_that_presents_another_key_is_refused_and_the_refusal_names_its_fingerpr
     let _ = &t.south;
     let _ = &t.b2;
 }
+
+/// A hub's config written out: `sections` (radios, `[federation]`, `[[peer]]`s, channels) and
+/// its routes, its store (and so its identity) in a directory of its own.
+fn config(
+    dir: &Scratch,
+    name: &str,
+    id: &str,
+    sections: &[String],
+    routes: &[String],
+) -> std::path::PathBuf {
+    let home = dir.path(name);
+    std::fs::create_dir_all(&home).expect("hub directory");
+    let text = gateway_toml_as(id, &home.join("store.sqlite"), "", sections, routes);
+    let path = dir.path(&format!("{name}-gateway.toml"));
+    std::fs::write(&path, text).expect("config written");
+    path
+}
+
+/// Three hubs in a line, A – B – C, where A and C are not linked: B has no radio of its own
+/// and routes Harbour from one neighbour on to the other, so a text on A's mesh reaches C's
+/// through B, once, and back.
+#[test]
+fn three_hubs_in_a_line_carry_a_mesh_to_the_far_one_through_the_middle() {
+    let dir = Scratch::new("fed-line");
+    let (pa, pa2, pc, pc2) = (free_port(), free_port(), free_port(), free_port());
+    let listen = free_port();
+    let sim_a = Sim::start(&dir, "north", &world((pa, pa2), A, A2, "north"), 2);
+    let sim_c = Sim::start(&dir, "south", &world((pc, pc2), B, B2, "south"), 2);
+    let harbour = "[[channel]]\nname = \"Harbour\"\npsk = \"AQ==\"\n".to_owned();
+    // Keys first: each hub's identity beside its store.
+    let a_key = identity(&config(
+        &dir,
+        "a",
+        GATEWAY_ID,
+        &[radio("north", pa, "ShortTurbo", &north_channels(), "")],
+        &[],
+    ));
+    let b_key = identity(&config(
+        &dir,
+        "b",
+        "!a7c40002",
+        std::slice::from_ref(&harbour),
+        &[],
+    ));
+    let c_key = identity(&config(
+        &dir,
+        "c",
+        "!a7c40003",
+        &[radio("south", pc, "ShortTurbo", &north_channels(), "")],
+        &[],
+    ));
+    let dial_b = format!(
+        "[[peer]]\nname = \"hub-b\"\naddress = \"127.0.0.1:{listen}\"\nkey = \"{b_key}\"\n"
+    );
+    let a_cfg = config(
+        &dir,
+        "a",
+        GATEWAY_ID,
+        &[
+            radio("north", pa, "ShortTurbo", &north_channels(), ""),
+            dial_b.clone(),
+        ],
+        &[route("Harbour", &["north"], &["hub-b"], "Harbour", "")],
+    );
+    let b_cfg = config(
+        &dir,
+        "b",
+        "!a7c40002",
+        &[
+            harbour,
+            format!("[federation]\nlisten = \"127.0.0.1:{listen}\"\n"),
+            format!("[[peer]]\nname = \"hub-a\"\nkey = \"{a_key}\"\n"),
+            format!("[[peer]]\nname = \"hub-c\"\nkey = \"{c_key}\"\n"),
+        ],
+        &[route("Harbour", &["hub-a"], &["hub-c"], "Harbour", "")],
+    );
+    let c_cfg = config(
+        &dir,
+        "c",
+        "!a7c40003",
+        &[
+            radio("south", pc, "ShortTurbo", &north_channels(), ""),
+            dial_b,
+        ],
+        &[route("Harbour", &["south"], &["hub-b"], "Harbour", "")],
+    );
+    let mut b = Gateway::start_logged(&dir, &b_cfg, None, "b-gateway.log");
+    let mut a = Gateway::start_logged(&dir, &a_cfg, None, "a-gateway.log");
+    let mut c = Gateway::start_logged(&dir, &c_cfg, None, "c-gateway.log");
+    a.wait_endpoint_up(0, "peer", "hub-b");
+    c.wait_endpoint_up(0, "peer", "hub-b");
+    b.wait_endpoint_up(0, "peer", "hub-a");
+    b.wait_endpoint_up(0, "peer", "hub-c");
+    let a2 = MeshClient::connect("A2", &sim_a.tcp(A2), LIMIT);
+    let c2 = MeshClient::connect("C2", &sim_c.tcp(B2), LIMIT);
+
+    let hello = say(
+        &a2,
+        NORTH_PRIMARY,
+        0x7e2f_0001,
+        "from A's mesh to C's, through B",
+    );
+    let got = c2.packets_until(LIMIT, |p| hello.is(p));
+    assert_eq!(
+        got.last().unwrap().text().as_deref(),
+        Some(hello.text.as_str())
+    );
+    let marker = say(&a2, NORTH_PRIMARY, 0x7e2f_0002, "marker");
+    let heard = heard_until(&c2, &marker);
+    assert_eq!(times(&got, &hello) + times(&heard, &hello), 1, "once");
+    b.wait("B relayed it on to C", |l| hello.relayed_to("hub-c", l));
+
+    let back = say(&c2, NORTH_PRIMARY, 0x7e2f_0003, "from C's mesh back to A's");
+    let got = a2.packets_until(LIMIT, |p| back.is(p));
+    assert_eq!(got.last().unwrap().from(), c2.node());
+    drop((sim_a, sim_c));
+}
+
+/// Three hubs in a triangle, each with its own mesh, each routing Harbour between its radio
+/// and both neighbours: a text goes round both ways and comes back to each hub a second time,
+/// and the seen-set keeps it to one copy on every mesh and stops it going round for ever.
+#[test]
+fn three_hubs_in_a_triangle_deliver_a_text_once_on_every_mesh_and_never_loop() {
+    let dir = Scratch::new("fed-triangle");
+    let names = ["a", "b", "c"];
+    let ids = [GATEWAY_ID, "!a7c40002", "!a7c40003"];
+    let radios = [(A, A2), (B, B2), (0x0000_c001, 0x0000_c002)];
+    let ports: Vec<(u16, u16, u16)> = (0..3)
+        .map(|_| (free_port(), free_port(), free_port()))
+        .collect();
+    let sims: Vec<Sim> = (0..3)
+        .map(|i| {
+            let (gw, person) = radios[i];
+            let w = world(
+                (ports[i].0, ports[i].1),
+                gw,
+                person,
+                &format!("mesh-{}", names[i]),
+            );
+            Sim::start(&dir, &format!("mesh-{}", names[i]), &w, 2)
+        })
+        .collect();
+    let radio_of = |i: usize| {
+        radio(
+            &format!("radio-{}", names[i]),
+            ports[i].0,
+            "ShortTurbo",
+            &north_channels(),
+            "",
+        )
+    };
+    let keys: Vec<PeerKey> = (0..3)
+        .map(|i| identity(&config(&dir, names[i], ids[i], &[radio_of(i)], &[])))
+        .collect();
+    let mut hubs: Vec<Gateway> = Vec::new();
+    for i in 0..3 {
+        let mut sections = vec![
+            radio_of(i),
+            format!("[federation]\nlisten = \"127.0.0.1:{}\"\n", ports[i].2),
+        ];
+        let mut ends = vec![format!("radio-{}", names[i])];
+        for j in (0..3).filter(|&j| j != i) {
+            // The hub with the lower index dials; the other waits for it.
+            let address = if i < j {
+                format!("address = \"127.0.0.1:{}\"\n", ports[j].2)
+            } else {
+                String::new()
+            };
+            sections.push(format!(
+                "[[peer]]\nname = \"hub-{}\"\n{address}key = \"{}\"\n",
+                names[j], keys[j]
+            ));
+            ends.push(format!("hub-{}", names[j]));
+        }
+        // Every pair of its ends, both ways: radio and each neighbour, and neighbour to neighbour.
+        let routes = [
+            route("Harbour", &[&ends[0]], &[&ends[1]], "Harbour", ""),
+            route("Harbour", &[&ends[0]], &[&ends[2]], "Harbour", ""),
+            route("Harbour", &[&ends[1]], &[&ends[2]], "Harbour", ""),
+        ];
+        let cfg = config(&dir, names[i], ids[i], &sections, &routes);
+        hubs.push(Gateway::start_logged(
+            &dir,
+            &cfg,
+            None,
+            &format!("{}-gateway.log", names[i]),
+        ));
+    }
+    for (i, hub) in hubs.iter_mut().enumerate() {
+        for j in (0..3).filter(|&j| j != i) {
+            hub.wait_endpoint_up(0, "peer", &format!("hub-{}", names[j]));
+        }
+    }
+    let people: Vec<MeshClient> = (0..3)
+        .map(|i| MeshClient::connect(names[i], &sims[i].tcp(radios[i].1), LIMIT))
+        .collect();
+
+    let hello = say(&people[0], NORTH_PRIMARY, 0x7e3f_0001, "round the triangle");
+    for (i, person) in people.iter().enumerate().skip(1) {
+        let got = person.packets_until(LIMIT, |p| hello.is(p));
+        let marker = say(&people[0], NORTH_PRIMARY, 0x7e3f_0010 + i as u32, "marker");
+        let heard = heard_until(person, &marker);
+        assert_eq!(
+            times(&got, &hello) + times(&heard, &hello),
+            1,
+            "once on mesh {}",
+            names[i]
+        );
+    }
+    // Each hub stored it once; the copies coming round were dropped as already seen.
+    for (i, hub) in hubs.iter_mut().enumerate().skip(1) {
+        hub.wait("queued once", |l| hello.queued(l));
+        assert_eq!(
+            hub.count(&|l| hello.queued(l)),
+            1,
+            "hub {} queued it once",
+            names[i]
+        );
+    }
+    // A's own text never comes back onto A's mesh from its neighbours.
+    let after = say(&people[1], NORTH_PRIMARY, 0x7e3f_0100, "from B, later");
+    let back = people[0].packets_until(LIMIT, |p| after.is(p));
+    assert_eq!(
+        times(&back, &hello),
+        0,
+        "A's mesh never hears its own text again"
+    );
+    drop(sims);
+}
