@@ -342,8 +342,7 @@ impl XmppIngest {
 
     /// Whether endpoint `name` is a radio (what a virtual node introduces itself to).
     fn is_radio(&self, name: &str) -> bool {
-        self.ingest.local_nodes.primary_channel(name).is_some()
-            || self.ingest.radios.iter().any(|r| r == name)
+        self.ingest.radios.iter().any(|r| r == name)
     }
 
     async fn on_chat(&mut self, c: ChatMessage, pipeline: &mut Pipeline<()>) {
