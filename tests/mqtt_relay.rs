@@ -323,6 +323,45 @@ fn every_abusive_downlink_is_dropped_and_counted_and_a_flood_from_one_node_is_cu
             "counted by reason ({reason}): {summary}"
         );
     }
+    // A loss is said on stdout as it happens, once per kind: the flood gives one line, and
+    // the rest of it is told with the summary.
+    let texts = gw.texts();
+    for reason in ["spoofed", "hops", "admin", "undecryptable", "rate-limited"] {
+        let shown = texts
+            .iter()
+            .filter(|l| {
+                l.contains("dropped a packet")
+                    && l.ends_with(&format!(
+                        "broker: {reason} (more like it are counted in the summary)"
+                    ))
+            })
+            .count();
+        assert_eq!(shown, 1, "one line for {reason}:\n{}", gw.printed());
+    }
+    let more = format!(
+        "dropped {} more heard on broker: rate-limited",
+        1000 - flood_queued - 1
+    );
+    assert!(
+        texts.iter().any(|l| l.ends_with(&more)),
+        "the flood's other drops are told once, with the summary ({more}):\n{}",
+        gw.printed()
+    );
+    // The configuration in force is printed before anything else, and stdout and the log
+    // share one time format.
+    assert!(
+        texts
+            .iter()
+            .any(|l| l.ends_with("starting with this configuration:")),
+        "{}",
+        gw.printed()
+    );
+    let stamped = |l: &str| {
+        let b = l.as_bytes();
+        b.len() > 20 && b[4] == b'-' && b[10] == b'T' && b[19] == b'Z' && b[20] == b' '
+    };
+    let first = &texts[0];
+    assert!(stamped(first), "stdout line not stamped RFC 3339: {first}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ use archipel_gateway::config::{
 };
 use mesh_core::NodeId;
 
-use crate::run::follow;
+use crate::run::{endpoint_states, follow};
 use crate::sim::{load, print_radios};
 
 /// The gateway id the demo signs its envelopes with.
@@ -30,8 +30,9 @@ pub async fn run(world: Option<PathBuf>) -> anyhow::Result<()> {
     let store = std::env::temp_dir().join(format!("archipel-demo-{}.sqlite", std::process::id()));
     let config = gateway_config(&sim_config, &sim.radios(), &store)?;
     print!("{}", config.summary());
+    let mut states = endpoint_states(&config);
     let gateway = Gateway::start(config).await?;
-    follow(&gateway, Duration::from_secs(30)).await;
+    follow(&gateway, &mut states, Duration::from_secs(30)).await;
     gateway.shutdown().await;
     sim.shutdown().await;
     for suffix in ["", "-wal", "-shm"] {

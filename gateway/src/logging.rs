@@ -1,7 +1,39 @@
 //! Log set-up: human-readable lines on stderr, level from `ARCHIPEL_LOG` (or `RUST_LOG`),
-//! `info` by default. Standard output stays for what a command prints on purpose.
+//! `info` by default. Standard output stays for what a command prints on purpose. Both carry
+//! the same time stamp ([`stamp`]), so the journal and a terminal read alike.
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::FormatTime;
+
+/// What `--help` says about logging and what the terminal shows.
+pub const HELP: &str = "\
+Output:
+  Standard output carries what an operator acts on: the configuration in force at start, one
+  line per relayed, held, dropped or expired message, a summary every 60 s (every 30 s in the
+  demo) with each endpoint's state and queue, and a last summary and `stopped` on shutdown.
+  Standard error carries the logs. Both stamp lines with UTC time (2026-12-02T19:58:03Z).
+
+Environment:
+  ARCHIPEL_LOG   log filter for standard error: error, warn, info (default), debug, trace,
+                 or per module (ARCHIPEL_LOG=info,archipel_adapters::radio=debug); RUST_LOG
+                 is read when ARCHIPEL_LOG is not set.
+  ARCHIPEL_*     configuration overrides for `run`: ARCHIPEL_STORE__PATH=/var/lib/archipel/db
+                 sets [store] path (double underscore between section and key).";
+
+/// The one time format of stdout and logs: UTC to the second, RFC 3339.
+pub fn stamp() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// [`stamp`] for the log formatter.
+struct Stamp;
+
+impl FormatTime for Stamp {
+    fn format_time(&self, w: &mut Writer<'_>) -> std::fmt::Result {
+        w.write_str(&stamp())
+    }
+}
 
 /// Installs the global subscriber.
 pub fn init() {
@@ -12,6 +44,7 @@ pub fn init() {
         .unwrap_or_else(|| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_timer(Stamp)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)

@@ -10,6 +10,7 @@
 mod demo;
 mod identity;
 mod logging;
+mod notices;
 mod radio_info;
 mod run;
 mod sim;
@@ -21,7 +22,13 @@ use clap::{Args, Parser, Subcommand};
 
 /// Archipel joins community LoRa meshes into an archipelago.
 #[derive(Parser, Debug)]
-#[command(name = "archipel", version, about, propagate_version = true)]
+#[command(
+    name = "archipel",
+    version,
+    about,
+    propagate_version = true,
+    after_help = logging::HELP
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

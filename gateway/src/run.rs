@@ -8,6 +8,8 @@ use archipel_gateway::app::Gateway;
 use archipel_gateway::config::Config;
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::logging::stamp as clock;
+use crate::notices::{DropNotices, EndpointStates};
 use crate::shutdown_signal;
 
 /// Loads and validates a config, or explains every problem.
@@ -27,27 +29,46 @@ pub fn check(path: &Path) -> anyhow::Result<()> {
 /// `archipel run --config FILE`: runs until Ctrl-C or SIGTERM.
 pub async fn run(path: &Path) -> anyhow::Result<()> {
     let config = load(path)?;
+    // What is in force, environment overrides included: the file alone does not tell.
+    println!("{} starting with this configuration:", clock());
+    print!("{}", config.summary());
+    let mut states = endpoint_states(&config);
     let gateway = Gateway::start(config).await?;
-    follow(&gateway, Duration::from_secs(60)).await;
-    println!("{}", summary_line(&gateway).await);
+    follow(&gateway, &mut states, SUMMARY_EVERY).await;
+    println!("{}", summary_line(&gateway, &states).await);
     gateway.shutdown().await;
     println!("{} stopped", clock());
     Ok(())
 }
 
+/// How often `run` prints its summary (said in `--help`).
+pub const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+
 /// Prints one line per relayed message and a summary every `every`, until stopped.
-pub async fn follow(gateway: &Gateway, every: Duration) {
+pub async fn follow(gateway: &Gateway, states: &mut EndpointStates, every: Duration) {
     let mut activity = gateway.activity();
     let mut summary = tokio::time::interval(every);
     summary.tick().await;
+    let mut drops = DropNotices::default();
     let stop = shutdown_signal();
     tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            _ = summary.tick() => println!("{}", summary_line(gateway).await),
+            _ = summary.tick() => {
+                for line in drops.summary() {
+                    println!("{} {line}", clock());
+                }
+                println!("{}", summary_line(gateway, states).await);
+            }
             a = activity.recv() => match a {
+                Ok(Activity::Dropped { source, reason, from }) => {
+                    if let Some(line) = drops.on_drop(&source, reason, from) {
+                        println!("{} {line}", clock());
+                    }
+                }
                 Ok(a) => {
+                    states.apply(&a);
                     if let Some(line) = describe(&a) {
                         println!("{} {line}", clock());
                     }
@@ -57,10 +78,23 @@ pub async fn follow(gateway: &Gateway, every: Duration) {
             },
         }
     }
+    for line in drops.summary() {
+        println!("{} {line}", clock());
+    }
 }
 
-/// The periodic one-line summary: totals, then each destination's queue.
-pub async fn summary_line(gateway: &Gateway) -> String {
+/// Every configured endpoint, not up yet, for the summary.
+pub fn endpoint_states(config: &Config) -> EndpointStates {
+    EndpointStates::new(
+        config
+            .endpoints()
+            .map(|e| (e.name().to_owned(), e.kind().as_str())),
+    )
+}
+
+/// The periodic one-line summary: totals, each destination's queue, then each endpoint's
+/// state.
+pub async fn summary_line(gateway: &Gateway, states: &EndpointStates) -> String {
     use archipel_gateway::stats::Stats;
     let s = gateway.stats();
     let airtime: Vec<String> = s
@@ -90,7 +124,7 @@ pub async fn summary_line(gateway: &Gateway) -> String {
             .unwrap_or_else(|| "-".into())
     };
     format!(
-        "{} summary: relayed {}, deduplicated {}, dropped {dropped}, expired {}, overflowed {}, undeliverable {}, queued {} ({}), commit p50/p99 {}/{} ms, airtime used {}",
+        "{} summary: relayed {}, deduplicated {}, dropped {dropped}, expired {}, overflowed {}, undeliverable {}, queued {} ({}), commit p50/p99 {}/{} ms, airtime used {}; endpoints {}",
         clock(),
         Stats::get(&s.relayed),
         Stats::get(&s.duplicates),
@@ -105,7 +139,8 @@ pub async fn summary_line(gateway: &Gateway) -> String {
             "none".into()
         } else {
             airtime.join(", ")
-        }
+        },
+        states.line()
     )
 }
 
@@ -186,15 +221,4 @@ pub fn describe(a: &Activity) -> Option<String> {
         ),
         Activity::Duplicate { .. } | Activity::Dropped { .. } => return None,
     })
-}
-
-/// Local wall-clock time of day (UTC), for log-like lines.
-pub fn clock() -> String {
-    let secs = archipel_gateway::app::now_ms() / 1000;
-    format!(
-        "{:02}:{:02}:{:02}",
-        (secs / 3600) % 24,
-        (secs / 60) % 60,
-        secs % 60
-    )
 }

@@ -174,6 +174,17 @@ impl<A: Send + 'static> Pipeline<A> {
 }
 
 impl Ingest {
+    /// Something an ingress of `source` will not pass on, for `reason`: counted and told to
+    /// whoever follows the gateway (the terminal shows the first of each kind).
+    pub fn dropped(&self, source: &str, reason: &'static str, from: Option<NodeId>) {
+        self.stats.dropped(source, reason);
+        let _ = self.activity.send(Activity::Dropped {
+            source: source.to_owned(),
+            reason,
+            from,
+        });
+    }
+
     /// The shared ingest state.
     pub fn new(
         router: Arc<Router>,

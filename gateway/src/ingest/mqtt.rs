@@ -244,12 +244,7 @@ impl MqttIngest {
             Stats::add(&self.ingest.stats.echoes, 1);
             return;
         }
-        self.ingest.stats.dropped(&self.name, why.as_str());
-        let _ = self.ingest.activity.send(Activity::Dropped {
-            source: self.name.clone(),
-            reason: why.as_str(),
-            from,
-        });
+        self.ingest.dropped(&self.name, why.as_str(), from);
         *self.dropped.entry(why).or_default() += 1;
         let now = Instant::now();
         if self

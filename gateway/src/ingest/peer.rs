@@ -110,7 +110,7 @@ impl PeerIngest {
                     let Some(packet) = decoded else {
                         // A channel this hub does not hold, or bytes that are not a packet:
                         // counted, and acknowledged (keeping it would not make it readable).
-                        self.ingest.stats.dropped(&self.name, "undecryptable");
+                        self.ingest.dropped(&self.name, "undecryptable", None);
                         pipeline.skip(ack);
                         continue;
                     };

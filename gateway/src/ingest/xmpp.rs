@@ -152,7 +152,7 @@ impl XmppIngest {
         reason: &'static str,
         text: &str,
     ) {
-        self.ingest.stats.dropped(&self.name, reason);
+        self.ingest.dropped(&self.name, reason, None);
         debug!(reason, to = to.unwrap_or("(unknown)"), "refused: {text}");
         if let Some(to) = to {
             self.xmpp.error(from_local, to, id, condition, text);
