@@ -61,9 +61,9 @@ const LONGFAST_PERSON: u32 = 0x6a0f_1005;
 /// Fr_EMCOM's index on both meshes of the profile.
 const FR_EMCOM: u32 = 1;
 
-#[test]
-fn the_gaulix_profile_carries_fr_emcom_from_the_gaulix_mesh_to_the_longfast_mesh_and_back() {
-    let dir = Scratch::new("profile-gaulix");
+/// The Gaulix profile's sim world running on free ports, and its gateway config pointed at
+/// them (store in `dir`), not written yet.
+fn gaulix(dir: &Scratch) -> (Sim, String) {
     let (hub_g, hub_l, person_g, person_l) = (free_port(), free_port(), free_port(), free_port());
     let mut world = profile("gaulix/sim.toml");
     for (shipped, port) in [
@@ -78,8 +78,7 @@ fn the_gaulix_profile_carries_fr_emcom_from_the_gaulix_mesh_to_the_longfast_mesh
             &format!("tcp_port = {port} }}"),
         );
     }
-    let sim = Sim::start(&dir, "gaulix-sim", &world, 4);
-    let store = dir.path("store.sqlite");
+    let sim = Sim::start(dir, "gaulix-sim", &world, 4);
     let mut gateway = profile("gaulix/gateway.toml");
     gateway = set(
         &gateway,
@@ -94,13 +93,21 @@ fn the_gaulix_profile_carries_fr_emcom_from_the_gaulix_mesh_to_the_longfast_mesh
     gateway = set(
         &gateway,
         "path = \"archipel.sqlite\"",
-        &format!("path = \"{}\"", store.display()),
+        &format!("path = \"{}\"", dir.path("store.sqlite").display()),
     );
+    (sim, gateway)
+}
+
+#[test]
+fn the_gaulix_profile_carries_fr_emcom_from_the_gaulix_mesh_to_the_longfast_mesh_and_back() {
+    let dir = Scratch::new("profile-gaulix");
+    let (sim, gateway) = gaulix(&dir);
     let config = write(&dir, "gateway.toml", &gateway);
     let (ok, out, err) = run_archipel(&["check-config", &config.display().to_string()], LIMIT);
     assert!(ok, "check-config refused the profile: {out}{err}");
     assert!(
-        out.contains("EU_868 LongMod") && out.contains("channels Fr_Balise, Fr_EMCOM, Fr_BlaBla"),
+        out.contains("EU_868 LongMod at 869.4625 MHz")
+            && out.contains("channels Fr_Balise, Fr_EMCOM, Fr_BlaBla"),
         "{out}"
     );
 
@@ -140,6 +147,50 @@ fn the_gaulix_profile_carries_fr_emcom_from_the_gaulix_mesh_to_the_longfast_mesh
     gw.wait("relayed to the Gaulix radio", |l| {
         answer.relayed_to("gaulix", l)
     });
+    // Region, preset and frequency as the profile says, radios set up: nothing to complain of.
+    assert_eq!(
+        gw.count(&|l: &str| l.contains("PROBLEM")),
+        0,
+        "{}",
+        gw.printed()
+    );
+}
+
+/// A Gaulix radio pinned to another frequency than the config says (here the config is
+/// wrong: 869.5875 MHz, the other 125 kHz slot of EU_868) is said loudly, naming both
+/// values and the fix; `radio-info` shows what the radio is pinned to.
+#[test]
+fn a_gaulix_radio_on_another_frequency_than_configured_is_a_problem_naming_both() {
+    let dir = Scratch::new("profile-gaulix-frequency");
+    let (sim, gateway) = gaulix(&dir);
+    let gateway = set(
+        &gateway,
+        "frequency_mhz = 869.4625",
+        "frequency_mhz = 869.5875",
+    );
+    let hub = sim.tcp(0x6a0f_0001);
+    let (ok, out, err) = run_archipel(&["radio-info", "--tcp", &hub], LIMIT);
+    assert!(ok, "radio-info failed: {err}");
+    assert!(out.contains("frequency 869.4625 MHz (override)"), "{out}");
+    let config = write(&dir, "gateway.toml", &gateway);
+    let mut gw = Gateway::start(&dir, &config, None);
+    let line = gw.wait("the frequency problem", |l| {
+        l.contains("PROBLEM gaulix") && l.contains("frequency")
+    });
+    assert!(
+        line.contains("869.5875 MHz")
+            && line.contains("869.4625 MHz")
+            && line.contains("meshtastic --set lora.override_frequency 869.5875"),
+        "{line}"
+    );
+    // The LongFast radio has no frequency configured: nothing said about it.
+    gw.wait_endpoint_up(0, "radio", "longfast");
+    assert_eq!(
+        gw.count(&|l: &str| l.contains("PROBLEM longfast")),
+        0,
+        "{}",
+        gw.printed()
+    );
 }
 
 /// Node numbers of the federation profile's people (deploy/profiles/federation/sim-*.toml).
