@@ -193,6 +193,7 @@ impl Gateway {
             let expected = Expected {
                 region: r.region.clone(),
                 preset: r.preset,
+                frequency_mhz: r.frequency_mhz,
                 gateway: config.gateway.id,
             };
             let task = RadioIngest::new(

@@ -79,6 +79,7 @@ pub fn gateway_config(
             baud: 115_200,
             region: Some(mesh.region.clone()),
             preset: Some(mesh.preset),
+            frequency_mhz: mesh.frequency_mhz,
             duty_cycle_percent: None,
             channels,
         });

@@ -128,6 +128,9 @@ pub fn render(info: &RadioInfo, at: &str, now: u64) -> String {
         lora.map(|l| l.hop_limit.to_string())
             .unwrap_or_else(|| "?".into())
     );
+    if let Some(f) = info.override_frequency() {
+        let _ = writeln!(s, "  frequency {f} MHz (override)");
+    }
     let _ = writeln!(s, "\nChannels");
     let _ = writeln!(
         s,

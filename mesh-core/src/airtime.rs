@@ -12,6 +12,11 @@ use crate::proto::config::lo_ra_config::ModemPreset as ProtoPreset;
 /// Preamble length Meshtastic configures on every preset.
 pub const PREAMBLE_SYMBOLS: u32 = 16;
 
+/// The override frequencies (`lora.override_frequency`, MHz) a configuration may pin a radio
+/// to: the firmware's bands run from 433 MHz to 2.4 GHz, and the margin takes any band a
+/// newer firmware adds. A value outside is a typo (kHz, Hz) or a missing value.
+pub const FREQUENCY_MHZ: std::ops::RangeInclusive<f64> = 137.0..=2500.0;
+
 /// The physical-layer settings that decide airtime.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LoraParams {

@@ -45,7 +45,7 @@ pub mod wire;
 /// crate of the workspace names them the same way.
 pub use meshtastic::protobufs as proto;
 
-pub use airtime::{LoraParams, ModemPreset};
+pub use airtime::{FREQUENCY_MHZ, LoraParams, ModemPreset};
 pub use backoff::Backoff;
 pub use channel::{ChannelKey, Psk};
 pub use class::Class;

@@ -60,6 +60,14 @@ impl RadioInfo {
             .and_then(|l| ModemPreset::from_proto(l.modem_preset))
     }
 
+    /// The frequency the radio is pinned to (`lora.override_frequency`, MHz), `None` when it
+    /// uses its preset's slot.
+    pub fn override_frequency(&self) -> Option<f32> {
+        self.lora()
+            .map(|l| l.override_frequency)
+            .filter(|f| *f > 0.0)
+    }
+
     /// The region the radio is set to (`UNSET`, `EU_868`, `US`...).
     pub fn region(&self) -> Option<&'static str> {
         self.lora().map(|l| {

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use mesh_core::proto::config::device_config::Role as ProtoRole;
 use mesh_core::proto::config::lo_ra_config::RegionCode;
-use mesh_core::{ModemPreset, NodeId, PrivateKey, Psk, Root, TopicError, proto};
+use mesh_core::{FREQUENCY_MHZ, ModemPreset, NodeId, PrivateKey, Psk, Root, TopicError, proto};
 use serde::Deserialize;
 
 /// The most channels a Meshtastic device holds (`MAX_NUM_CHANNELS`).
@@ -52,6 +52,11 @@ pub struct MeshConfig {
     /// LoRa region the attached devices report (`US`, `EU_868`, ... as in the apps).
     #[serde(default = "default_region")]
     pub region: String,
+    /// The frequency its radios are pinned to, in MHz, as `lora.override_frequency` (Gaulix:
+    /// 869.4625). Absent: none, the radios use their preset's slot. Meshes never hear each
+    /// other whatever their frequencies; this is what attached radios report.
+    #[serde(default)]
+    pub frequency_mhz: Option<f64>,
     /// The MQTT topic root its attached radios report and take downlink under (`msh/EU_868/FR`).
     /// Absent: what the firmware sets when a region is chosen, `msh/<REGION>`.
     #[serde(default)]
@@ -331,6 +336,18 @@ pub enum SimConfigError {
         /// The bad value.
         region: String,
     },
+    /// An override frequency no LoRa radio tunes to.
+    #[error(
+        "mesh `{mesh}`: frequency_mhz = {value}: give the radios' override frequency in MHz, within {} to {} (such as 869.4625), or leave it out for the preset's slot",
+        FREQUENCY_MHZ.start(),
+        FREQUENCY_MHZ.end()
+    )]
+    Frequency {
+        /// The mesh.
+        mesh: String,
+        /// The bad value.
+        value: f64,
+    },
     /// An MQTT root that cannot head a topic.
     #[error("mesh `{mesh}`: mqtt_root: {reason}")]
     MqttRoot {
@@ -525,6 +542,12 @@ impl MeshConfig {
                 region: self.region.clone(),
             });
         }
+        if let Some(value) = self.frequency_mhz.filter(|f| !FREQUENCY_MHZ.contains(f)) {
+            return Err(SimConfigError::Frequency {
+                mesh: mesh(),
+                value,
+            });
+        }
         if let Err(e) = self.mqtt_root() {
             return Err(SimConfigError::MqttRoot {
                 mesh: mesh(),
@@ -694,6 +717,24 @@ mod tests {
     }
 
     #[test]
+    fn the_gaulix_profile_pins_its_mesh_to_869_4625_mhz_on_long_moderate() {
+        let gaulix =
+            SimConfig::from_toml_str(include_str!("../../../deploy/profiles/gaulix/sim.toml"))
+                .unwrap();
+        let mesh = &gaulix.meshes[0];
+        assert_eq!(
+            (mesh.preset, mesh.frequency_mhz, mesh.region.as_str()),
+            (ModemPreset::LongModerate, Some(869.4625), "EU_868")
+        );
+        let names: Vec<&str> = mesh.channels.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["Fr_Balise", "Fr_EMCOM", "Fr_BlaBla"]);
+        assert_eq!(
+            gaulix.meshes[1].frequency_mhz, None,
+            "LongFast keeps its slot"
+        );
+    }
+
+    #[test]
     fn whole_numbers_are_accepted_where_decimals_are_expected() {
         let c = SimConfig::from_toml_str("time_scale = 10\n[[mesh]]\nname = \"m\"\nloss = 0\n")
             .unwrap();
@@ -732,6 +773,11 @@ mod tests {
         );
         let e = error_of(|c| c.meshes[0].region = "MARS".into());
         assert!(e.to_string().contains("MARS"), "{e}");
+        let e = error_of(|c| c.meshes[0].frequency_mhz = Some(0.0));
+        assert!(
+            e.to_string().contains("frequency_mhz = 0") && e.to_string().contains("869.4625"),
+            "{e}"
+        );
         let e = error_of(|c| c.meshes[0].mqtt_root = Some("msh/#".into()));
         assert!(
             e.to_string().contains("mqtt_root") && e.to_string().contains("wildcard"),

@@ -96,6 +96,8 @@ pub struct DeviceProfile {
     pub preset: ModemPreset,
     /// The LoRa region it reports.
     pub region: RegionCode,
+    /// The override frequency it reports (MHz), 0 for none, as the firmware's `LoRaConfig`.
+    pub override_frequency: f32,
     /// The mesh's channels.
     pub channels: ChannelTable,
     /// The other nodes of its mesh, known from the start (as after a long uptime), with
@@ -128,6 +130,8 @@ impl DeviceProfile {
             role: me.role,
             preset: mesh.preset,
             region: parse_region(&mesh.region).unwrap_or(RegionCode::Us),
+            // The firmware keeps it as a 32-bit float: 869.4625 reads back as 869.46252.
+            override_frequency: mesh.frequency_mhz.unwrap_or(0.0) as f32,
             channels: ChannelTable::new(&mesh.channels, mesh.preset),
             peers: mesh
                 .nodes

@@ -57,7 +57,7 @@ pub use federation::{
 };
 pub use mqtt::{DEFAULT_BURST_PER_NODE, DEFAULT_RATE_PER_NODE, MqttSection, MqttTls};
 pub use peer::PeerSection;
-pub use radio::{REGIONS, RadioSection, region_duty_cycle};
+pub use radio::{FREQUENCY_TOLERANCE_MHZ, REGIONS, RadioSection, region_duty_cycle};
 pub use route::{MAX_HOPS, RouteSection};
 pub use secret::Secret;
 pub use store::{AirtimeSection, StoreSection, TtlSection};

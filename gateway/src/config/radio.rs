@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use mesh_core::ModemPreset;
+use mesh_core::{FREQUENCY_MHZ, ModemPreset};
 use serde::Deserialize;
 
 use super::channel::{ChannelSection, channel_name};
@@ -36,6 +36,10 @@ pub struct RadioSection {
     /// Modem preset of the mesh this radio is on: sets airtime per packet until the radio
     /// reports its own.
     pub preset: Option<ModemPreset>,
+    /// The frequency the radio should be pinned to (`lora.override_frequency`, MHz), as a
+    /// network such as Gaulix publishes it: checked against what the radio reports, since a
+    /// radio on another frequency hears none of its mesh.
+    pub frequency_mhz: Option<f64>,
     /// A duty-cycle limit (percent) instead of the region's.
     pub duty_cycle_percent: Option<f64>,
     /// The radio's channels, index 0 first, as configured on the radio.
@@ -65,6 +69,10 @@ pub fn region_duty_cycle(region: &str) -> Option<f64> {
         _ => None,
     }
 }
+
+/// How far a radio's reported frequency may be from the configured one (MHz): the firmware
+/// keeps it as a 32-bit float, so 869.4625 reads back as 869.46252.
+pub const FREQUENCY_TOLERANCE_MHZ: f64 = 0.0005;
 
 /// Region codes the firmware knows (and the radios report).
 pub const REGIONS: &[&str] = &[
@@ -144,6 +152,18 @@ pub fn check(radios: &[RadioSection], p: &mut Vec<Problem>) {
                         "`{region}` is not a LoRa region code: use the radio's, such as EU_868, US or ANZ, or leave it out to take the radio's"
                     )
                 },
+            ));
+        }
+        if let Some(f) = r.frequency_mhz
+            && !FREQUENCY_MHZ.contains(&f)
+        {
+            p.push(Problem::new(
+                format!("{key}.frequency_mhz"),
+                format!(
+                    "{f}: give the radio's override frequency in MHz, within {} to {} (Gaulix: 869.4625), or leave it out",
+                    FREQUENCY_MHZ.start(),
+                    FREQUENCY_MHZ.end()
+                ),
             ));
         }
         if let Some(d) = r.duty_cycle_percent
@@ -244,6 +264,7 @@ mod tests {
             baud: 115_200,
             region: None,
             preset: None,
+            frequency_mhz: None,
             duty_cycle_percent: None,
             channels: Vec::new(),
         };

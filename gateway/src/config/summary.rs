@@ -24,6 +24,10 @@ impl Config {
                 (None, Some(preset)) => format!("region from the radio, {preset}"),
                 (None, None) => "region and preset from the radio".into(),
             };
+            let mode = match r.frequency_mhz {
+                Some(f) => format!("{mode} at {f} MHz"),
+                None => mode,
+            };
             let duty = match (self.governor(r).duty_cycle_percent, &r.region) {
                 (Some(d), _) => format!("{d}% duty cycle"),
                 (None, Some(_)) => "no duty-cycle limit".into(),

@@ -253,6 +253,24 @@ fn channel_names_are_checked_like_the_radio_holds_them() {
     );
 }
 
+#[test]
+fn a_frequency_is_checked_in_mhz_and_the_gaulix_profile_pins_one() {
+    // A value in kHz, the likely slip.
+    let e = problems(&GOOD.replace(
+        "preset = \"MediumFast\"",
+        "preset = \"MediumFast\"\nfrequency_mhz = 869525",
+    ));
+    assert!(
+        e.contains("radio[1] (south).frequency_mhz: 869525: ") && e.contains("137 to 2500"),
+        "{e}"
+    );
+    let gaulix =
+        Config::from_toml(include_str!("../../../deploy/profiles/gaulix/gateway.toml")).unwrap();
+    let pinned: Vec<_> = gaulix.radios.iter().map(|r| r.frequency_mhz).collect();
+    assert_eq!(pinned, [Some(869.4625), None]);
+    assert!(gaulix.summary().contains("EU_868 LongMod at 869.4625 MHz"));
+}
+
 /// Writes `text` as a config file and loads it with `env` as the whole environment.
 fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
     let dir = TempDir::new("env");

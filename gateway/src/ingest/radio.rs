@@ -25,6 +25,7 @@ use tracing::{Instrument, info_span, warn};
 use super::{Ingest, LocalRadio, Pipeline};
 use crate::activity::Activity;
 use crate::app::now_ms;
+use crate::config::FREQUENCY_TOLERANCE_MHZ;
 use crate::nodes::NodeDirectory;
 use crate::people::Person;
 use crate::router::{Addressed, Heard, PKI};
@@ -37,6 +38,8 @@ pub struct Expected {
     pub region: Option<String>,
     /// Modem preset, when configured.
     pub preset: Option<ModemPreset>,
+    /// Override frequency (MHz), when configured.
+    pub frequency_mhz: Option<f64>,
     /// The gateway's own id: a radio whose node is the same drops every relay (the firmware
     /// ignores downlink "from its own gateway").
     pub gateway: NodeId,
@@ -188,6 +191,22 @@ impl RadioIngest {
             problems.push(format!(
                 "the configuration says preset {want} but the radio uses {is}: airtime is counted for {is}; fix `preset` in the config or the radio"
             ));
+        }
+        if let Some(want) = self.expected.frequency_mhz {
+            let fix = format!(
+                "it hears only radios on its own frequency; fix `frequency_mhz` in the config or the radio (meshtastic --set lora.override_frequency {want})"
+            );
+            match info.override_frequency() {
+                None => problems.push(format!(
+                    "the configuration says frequency {want} MHz but the radio has no override frequency (it uses its preset's slot): {fix}"
+                )),
+                Some(is) if (f64::from(is) - want).abs() > FREQUENCY_TOLERANCE_MHZ => {
+                    problems.push(format!(
+                        "the configuration says frequency {want} MHz but the radio is set to {is} MHz: {fix}"
+                    ))
+                }
+                Some(_) => {}
+            }
         }
         let routed: Vec<String> = info
             .active_channels()

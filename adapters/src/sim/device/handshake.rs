@@ -175,6 +175,7 @@ impl Device {
                 tx_enabled: true,
                 tx_power: 0,
                 sx126x_rx_boosted_gain: true,
+                override_frequency: p.override_frequency,
                 ..Default::default()
             }),
             C::Bluetooth(config::BluetoothConfig {

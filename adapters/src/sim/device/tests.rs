@@ -204,6 +204,10 @@ fn the_handshake_follows_the_firmware_order_and_is_complete() {
     assert!(lora.use_preset && lora.tx_enabled);
     assert_eq!(lora.hop_limit, 3);
     assert_eq!(lora.region, RegionCode::Eu868 as i32);
+    assert_eq!(
+        lora.override_frequency, 0.0,
+        "no override unless the mesh pins a frequency"
+    );
     let Out::NodeInfo(peer) = &msgs[msgs.len() - 3] else {
         panic!()
     };
