@@ -189,11 +189,20 @@ fn config(
 }
 
 /// Three hubs in a line, A – B – C, where A and C are not linked: B has no radio of its own
-/// and routes Harbour from one neighbour on to the other, so a text on A's mesh reaches C's
-/// through B, once, and back.
-#[test]
-fn three_hubs_in_a_line_carry_a_mesh_to_the_far_one_through_the_middle() {
-    let dir = Scratch::new("fed-line");
+/// and routes Harbour from one neighbour on to the other. `c_federation` is C's
+/// `[federation]` section (C only dials, so it needs none).
+struct Line {
+    a2: MeshClient,
+    c2: MeshClient,
+    b: Gateway,
+    c: Gateway,
+    _hubs: Gateway,
+    _sims: (Sim, Sim),
+    _dir: Scratch,
+}
+
+fn line(tag: &str, c_federation: &str) -> Line {
+    let dir = Scratch::new(tag);
     let (pa, pa2, pc, pc2) = (free_port(), free_port(), free_port(), free_port());
     let listen = free_port();
     let sim_a = Sim::start(&dir, "north", &world((pa, pa2), A, A2, "north"), 2);
@@ -252,6 +261,7 @@ fn three_hubs_in_a_line_carry_a_mesh_to_the_far_one_through_the_middle() {
         "!a7c40003",
         &[
             radio("south", pc, "ShortTurbo", &north_channels(), ""),
+            c_federation.to_owned(),
             dial_b,
         ],
         &[route("Harbour", &["south"], &["hub-b"], "Harbour", "")],
@@ -265,27 +275,66 @@ fn three_hubs_in_a_line_carry_a_mesh_to_the_far_one_through_the_middle() {
     b.wait_endpoint_up(0, "peer", "hub-c");
     let a2 = MeshClient::connect("A2", &sim_a.tcp(A2), LIMIT);
     let c2 = MeshClient::connect("C2", &sim_c.tcp(B2), LIMIT);
+    Line {
+        a2,
+        c2,
+        b,
+        c,
+        _hubs: a,
+        _sims: (sim_a, sim_c),
+        _dir: dir,
+    }
+}
 
+/// A text on A's mesh reaches C's through B, once, and back.
+#[test]
+fn three_hubs_in_a_line_carry_a_mesh_to_the_far_one_through_the_middle() {
+    let mut t = line("fed-line", "");
     let hello = say(
-        &a2,
+        &t.a2,
         NORTH_PRIMARY,
         0x7e2f_0001,
         "from A's mesh to C's, through B",
     );
-    let got = c2.packets_until(LIMIT, |p| hello.is(p));
+    let got = t.c2.packets_until(LIMIT, |p| hello.is(p));
     assert_eq!(
         got.last().unwrap().text().as_deref(),
         Some(hello.text.as_str())
     );
-    let marker = say(&a2, NORTH_PRIMARY, 0x7e2f_0002, "marker");
-    let heard = heard_until(&c2, &marker);
+    let marker = say(&t.a2, NORTH_PRIMARY, 0x7e2f_0002, "marker");
+    let heard = heard_until(&t.c2, &marker);
     assert_eq!(times(&got, &hello) + times(&heard, &hello), 1, "once");
-    b.wait("B relayed it on to C", |l| hello.relayed_to("hub-c", l));
+    t.b.wait("B relayed it on to C", |l| hello.relayed_to("hub-c", l));
 
-    let back = say(&c2, NORTH_PRIMARY, 0x7e2f_0003, "from C's mesh back to A's");
-    let got = a2.packets_until(LIMIT, |p| back.is(p));
-    assert_eq!(got.last().unwrap().from(), c2.node());
-    drop((sim_a, sim_c));
+    let back = say(
+        &t.c2,
+        NORTH_PRIMARY,
+        0x7e2f_0003,
+        "from C's mesh back to A's",
+    );
+    let got = t.a2.packets_until(LIMIT, |p| back.is(p));
+    assert_eq!(got.last().unwrap().from(), t.c2.node());
+}
+
+/// C takes nothing that crossed more hubs than its `max_hops`: A's text comes to it through B
+/// as its second hub and is dropped (counted, named on stdout, acknowledged so B does not offer
+/// it again), while C's own text still goes out to A, one hop away from B.
+#[test]
+fn a_hub_drops_what_crossed_more_hubs_than_its_max_hops() {
+    let mut t = line("fed-hops", "[federation]\nmax_hops = 1\n");
+    let hello = say(&t.a2, NORTH_PRIMARY, 0x7e4f_0001, "two hubs away");
+    t.b.wait("B relayed it on to C", |l| hello.relayed_to("hub-c", l));
+    let dropped = t.c.wait("C dropped it", |l| {
+        l.contains("dropped a packet") && l.contains("heard on hub-b: hops")
+    });
+    assert!(dropped.contains(&format!("{}", t.a2.node())), "{dropped}");
+    // Acknowledged, not queued: B's queue for C empties, and C never relays it.
+    assert_eq!(t.c.count(&|l| hello.queued(l)), 0, "C never queued it");
+    // The other way the first hop is within C's limit, and B's own limit (4) lets it on.
+    let back = say(&t.c2, NORTH_PRIMARY, 0x7e4f_0002, "from C to A");
+    let got = t.a2.packets_until(LIMIT, |p| back.is(p));
+    assert_eq!(got.last().unwrap().from(), t.c2.node());
+    assert_eq!(times(&got, &hello), 0);
 }
 
 /// Three hubs in a triangle, each with its own mesh, each routing Harbour between its radio

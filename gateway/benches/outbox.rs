@@ -372,6 +372,7 @@ fn message(i: u64, destinations: &[&str]) -> Inbound {
         source: "north".to_owned(),
         channel: "LongFast".to_owned(),
         packet: heard.encode(),
+        origin: None,
         expires_at: T0 + 24 * 3_600_000,
         deliveries: destinations
             .iter()

@@ -10,7 +10,10 @@
 //!    never relayed;
 //! 4. routes: traffic on a route's channel heard on one of its endpoints goes to the endpoints
 //!    on the other side, on the mapped channel, never back to the endpoint it came from;
-//! 5. the packet is stored once, as heard: encrypted with its channel's key (which gives back
+//! 5. hubs: a packet a neighbour hub delivered after crossing more than `federation.max_hops`
+//!    hubs is dropped, and one goes on to another hub only while the hubs it will have crossed
+//!    stay within that limit (with the seen-set, this is what ends a triangle's loop);
+//! 6. the packet is stored once, as heard: encrypted with its channel's key (which gives back
 //!    the sender's own ciphertext, AES-CTR being deterministic for one (from, id)), keeping its
 //!    `from`, `id` and payload bytes. [`Router::render`] re-encrypts it for the destination's
 //!    channel when it goes out, which is the identity when the keys are the same.
@@ -58,6 +61,18 @@ pub struct Heard<'a> {
     pub packet: &'a Packet,
     /// For a radio, its own node: what it originates or is addressed is not relayed.
     pub local: Option<NodeId>,
+    /// For a neighbour hub's delivery, where it started and how far it came.
+    pub federated: Option<Federated>,
+}
+
+/// How a packet a neighbour hub delivered travelled before it came here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Federated {
+    /// The gateway that first put it on the federation: named again to the next hub.
+    pub origin: NodeId,
+    /// Hubs it has crossed to reach this one (1 when it was heard on the neighbour's own
+    /// mesh): what the hop limit counts.
+    pub hops: u8,
 }
 
 /// Why a heard packet is not relayed. Bounded, so it can label a metric.
@@ -77,6 +92,8 @@ pub enum Ignored {
     NoRoute,
     /// The channel's key is not configured.
     UnknownChannel,
+    /// A neighbour hub delivered it after more hubs than `federation.max_hops`.
+    TooManyHops,
 }
 
 impl Ignored {
@@ -90,6 +107,7 @@ impl Ignored {
             Ignored::Admin => "admin",
             Ignored::NoRoute => "no-route",
             Ignored::UnknownChannel => "unknown-channel",
+            Ignored::TooManyHops => "hops",
         }
     }
 }
@@ -153,6 +171,10 @@ pub struct Router {
     /// nothing else from route legs; direct messages reach them only addressed
     /// ([`Router::addressed`]) to one of their people.
     text_only: HashSet<String>,
+    /// Neighbour hubs: a delivery to one counts a hop, and none goes beyond `max_hops`.
+    peers: HashSet<String>,
+    /// `federation.max_hops`: the most hubs a message may cross.
+    max_hops: u8,
 }
 
 /// A packet for named destinations, outside the route legs: a direct message between a mesh
@@ -214,11 +236,18 @@ impl Router {
             .filter(|e| e.kind() == EndpointKind::Xmpp)
             .map(|e| e.name().to_owned())
             .collect();
+        let peers = config
+            .endpoints()
+            .filter(|e| e.kind() == EndpointKind::Peer)
+            .map(|e| e.name().to_owned())
+            .collect();
         Router {
             legs: unique,
             keys,
             ttl: config.store.ttl.clone(),
             text_only,
+            peers,
+            max_hops: config.federation.max_hops,
         }
     }
 
@@ -287,6 +316,7 @@ impl Router {
             source: a.source.to_owned(),
             channel: a.channel.to_owned(),
             packet: stored.encode(),
+            origin: None,
             expires_at,
             deliveries: a
                 .destinations
@@ -352,6 +382,10 @@ impl Router {
         if data.portnum == proto::PortNum::AdminApp as i32 {
             return Decision::Ignore(Ignored::Admin);
         }
+        let crossed = heard.federated.map_or(0, |f| f.hops);
+        if crossed > self.max_hops {
+            return Decision::Ignore(Ignored::TooManyHops);
+        }
         let mut deliveries: Vec<NewDelivery> = Vec::new();
         for leg in self.legs.iter().filter(|l| {
             l.from == heard.source && l.channel == heard.channel && l.to != heard.source
@@ -364,10 +398,18 @@ impl Router {
             {
                 continue;
             }
+            let hops = if self.peers.contains(&leg.to) {
+                if crossed >= self.max_hops {
+                    continue;
+                }
+                crossed + 1
+            } else {
+                leg.hops
+            };
             deliveries.push(NewDelivery {
                 destination: leg.to.clone(),
                 to_channel: (leg.to_channel != heard.channel).then(|| leg.to_channel.clone()),
-                hops: leg.hops,
+                hops,
             });
         }
         if deliveries.is_empty() {
@@ -386,6 +428,7 @@ impl Router {
             source: heard.source.to_owned(),
             channel: heard.channel.to_owned(),
             packet: p.encrypt(heard.channel, key).encode(),
+            origin: heard.federated.map(|f| f.origin),
             expires_at,
             deliveries,
         })
@@ -420,6 +463,7 @@ impl Router {
             source: source.to_owned(),
             channel: channel.to_owned(),
             packet: packet.encrypt(channel, key).encode(),
+            origin: None,
             expires_at,
             deliveries: vec![NewDelivery {
                 destination: radio.to_owned(),

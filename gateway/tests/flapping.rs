@@ -120,6 +120,7 @@ async fn a_link_that_flaps_fifty_times_mid_drain_delivers_every_message_once() {
             channel: "LongFast",
             packet: &p,
             local: None,
+            federated: None,
         };
         match router.route(heard, now_ms()) {
             Decision::Relay(inbound) => batch.push(inbound),

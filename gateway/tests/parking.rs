@@ -195,6 +195,7 @@ impl World {
                     channel: "LongFast",
                     packet: &p,
                     local: None,
+                    federated: None,
                 };
                 match self.router.route(heard, now_ms()) {
                     Decision::Relay(inbound) => inbound,

@@ -21,6 +21,7 @@ async fn an_accepted_message_comes_back_from_next_with_every_field() {
         source: "north".to_owned(),
         channel: "LongFast".to_owned(),
         packet: (0..=255).collect(),
+        origin: Some(NodeId::new(0xa7c4_0002)),
         expires_at: T0 + 5 * HOUR,
         deliveries: vec![
             NewDelivery {
@@ -47,6 +48,7 @@ async fn an_accepted_message_comes_back_from_next_with_every_field() {
             id: PacketId::new(0xdeadbeef),
             class: Class::Channel,
             source: Some("north".to_owned()),
+            origin: Some(NodeId::new(0xa7c4_0002)),
             channel: "LongFast".to_owned(),
             to_channel: "Family".to_owned(),
             hops: 7,

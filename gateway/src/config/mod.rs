@@ -31,7 +31,7 @@ mod store;
 mod summary;
 mod syntax;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
 mod xmpp;

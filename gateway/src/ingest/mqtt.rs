@@ -186,6 +186,7 @@ impl MqttIngest {
             channel: &channel,
             packet: &packet,
             local: None,
+            federated: None,
         };
         self.ingest.heard(heard, now_ms(), pipeline, ack);
     }

@@ -14,7 +14,7 @@ use tracing::{Instrument, info_span, warn};
 use super::{Ingest, Pipeline};
 use crate::activity::Activity;
 use crate::app::now_ms;
-use crate::router::Heard;
+use crate::router::{Decision, Federated, Heard, Ignored};
 
 /// What finishing an item acknowledges: its connection and sequence number.
 type Ack = (u64, u64);
@@ -119,8 +119,19 @@ impl PeerIngest {
                         channel: &item.channel,
                         packet: &packet,
                         local: None,
+                        federated: Some(Federated {
+                            origin: item.origin,
+                            hops: item.hops,
+                        }),
                     };
-                    self.ingest.heard(heard, now_ms(), pipeline, ack);
+                    let now = now_ms();
+                    let decision = self.ingest.router.route(heard, now);
+                    if let Decision::Ignore(Ignored::TooManyHops) = decision {
+                        // Acknowledged like any item this hub will not keep: the far hub must
+                        // not offer it again.
+                        self.ingest.dropped(&self.name, "hops", Some(packet.from()));
+                    }
+                    self.ingest.queue(decision, now, pipeline, ack);
                 }
             }
         }

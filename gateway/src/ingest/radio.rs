@@ -397,6 +397,7 @@ impl RadioIngest {
             channel: &channel,
             packet: &packet,
             local: Some(local),
+            federated: None,
         };
         self.ingest.heard(heard, now_ms(), pipeline, ());
     }

@@ -334,6 +334,7 @@ impl XmppIngest {
                     channel: &channel,
                     packet: &packet,
                     local: None,
+                    federated: None,
                 };
                 self.ingest.heard(heard, now_ms(), pipeline, ());
             }

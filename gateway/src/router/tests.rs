@@ -44,6 +44,7 @@ fn heard<'a>(source: &'a str, channel: &'a str, packet: &'a Packet) -> Heard<'a>
         channel,
         packet,
         local: Some(NodeId::new(0x99)),
+        federated: None,
     }
 }
 
@@ -71,6 +72,7 @@ fn queued(inbound: &Inbound, n: usize) -> Delivery {
         id: inbound.id,
         class: inbound.class,
         source: Some(inbound.source.clone()),
+        origin: inbound.origin,
         channel: inbound.channel.clone(),
         to_channel: d
             .to_channel
@@ -251,4 +253,79 @@ fn a_delivery_whose_channel_left_the_configuration_cannot_be_rendered() {
     );
     d.packet = vec![0xff; 3];
     assert!(matches!(r.render(&d), Err(RenderError::Unreadable(_))));
+}
+
+/// North's LongFast to two neighbour hubs and between them, both ways, with `max_hops`.
+fn federated(max_hops: u8) -> (crate::config::testing::TempDir, Router) {
+    use archipel_adapters::peer::PeerKey;
+    let dir = crate::config::testing::TempDir::new("router-hops");
+    let routes = format!(
+        "[federation]\nidentity_file = \"{}\"\nmax_hops = {max_hops}\n\
+         [[peer]]\nname = \"hub-b\"\naddress = \"192.168.1.20:4404\"\nkey = \"{}\"\n\
+         [[peer]]\nname = \"hub-c\"\nkey = \"{}\"\n\
+         [[route]]\nchannel = \"LongFast\"\nfrom = [\"north\"]\nto = [\"hub-b\", \"hub-c\"]\n\
+         [[route]]\nchannel = \"LongFast\"\nfrom = [\"hub-b\"]\nto = [\"hub-c\"]\n",
+        dir.path().join("identity.key").display(),
+        PeerKey::from_bytes([1; 32]),
+        PeerKey::from_bytes([2; 32]),
+    );
+    let router = Router::new(&config(&routes));
+    (dir, router)
+}
+
+/// Destinations with the hop count each is queued with.
+fn hops_by_destination(i: &Inbound) -> Vec<(&str, u8)> {
+    let mut out: Vec<_> = i
+        .deliveries
+        .iter()
+        .map(|d| (d.destination.as_str(), d.hops))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_message_heard_here_goes_to_each_hub_as_its_first_hop_with_no_origin_yet() {
+    let (_dir, r) = federated(4);
+    let p = text(0x1111, 1, u32::MAX);
+    let i = relay(r.route(heard("north", "LongFast", &p), 0));
+    assert_eq!(hops_by_destination(&i), [("hub-b", 1), ("hub-c", 1)]);
+    assert_eq!(i.origin, None, "the sink names this gateway");
+}
+
+#[test]
+fn a_hub_passes_a_message_on_counting_the_hop_and_keeping_its_origin() {
+    let (_dir, r) = federated(2);
+    let p = text(0x1111, 1, u32::MAX);
+    let via = Federated {
+        origin: NodeId::new(0xb0b),
+        hops: 1,
+    };
+    let h = Heard {
+        local: None,
+        federated: Some(via),
+        ..heard("hub-b", "LongFast", &p)
+    };
+    let i = relay(r.route(h, 0));
+    assert_eq!(hops_by_destination(&i), [("hub-c", 2), ("north", 0)]);
+    assert_eq!(i.origin, Some(NodeId::new(0xb0b)));
+}
+
+#[test]
+fn no_message_goes_beyond_max_hops_and_one_that_came_further_is_dropped() {
+    let (_dir, r) = federated(1);
+    let p = text(0x1111, 1, u32::MAX);
+    let from_b = |hops| Heard {
+        local: None,
+        federated: Some(Federated {
+            origin: NodeId::new(0xb0b),
+            hops,
+        }),
+        ..heard("hub-b", "LongFast", &p)
+    };
+    // At the limit: still heard on this hub's mesh, never passed to another hub.
+    let i = relay(r.route(from_b(1), 0));
+    assert_eq!(hops_by_destination(&i), [("north", 0)]);
+    assert_eq!(ignored(r.route(from_b(2), 0)), Ignored::TooManyHops);
+    assert_eq!(Ignored::TooManyHops.as_str(), "hops");
 }

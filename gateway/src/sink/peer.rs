@@ -1,7 +1,7 @@
 //! A neighbour hub as a destination: each delivery is offered to the peer link as the packet
-//! as stored (encrypted with its channel's key), with the channel's name and this gateway as
-//! its origin, and is Delivered only once the far hub committed it to its own store and
-//! acknowledged it. Many ride in one TLS record; the peer protocol's window keeps a slow
+//! as stored (encrypted with its channel's key), with the channel's name, its origin gateway
+//! (this one, unless another hub delivered it) and the hubs it will have crossed, and is
+//! Delivered only once the far hub committed it to its own store and acknowledged it. Many ride in one TLS record; the peer protocol's window keeps a slow
 //! receiver from being flooded.
 
 use std::time::Instant;
@@ -24,7 +24,7 @@ const WINDOW: usize = 512;
 pub struct PeerSink {
     /// The link.
     peer: PeerHandle,
-    /// This gateway's id: the origin of what it offers.
+    /// This gateway's id: the origin of what it heard itself.
     gateway: NodeId,
     /// Keys for the session's bookkeeping, one per offer.
     next_key: u64,
@@ -51,13 +51,16 @@ impl Sink for PeerSink {
         async move { peer.connected().await.map_err(|_| Stopped) }.boxed()
     }
 
-    fn prepare(&mut self, _row: &Delivery, out: Rendered, _now: Instant) -> Prepared {
+    fn prepare(&mut self, row: &Delivery, out: Rendered, _now: Instant) -> Prepared {
         self.next_key = self.next_key.wrapping_add(1);
         let item = Outgoing {
             key: self.next_key,
             channel: out.channel,
-            origin: self.gateway,
-            hops: 1,
+            // The hub that first put it on the federation, so a third hub sees who it came
+            // from, not only who passed it on.
+            origin: row.origin.unwrap_or(self.gateway),
+            // The router counted the hubs it will have crossed there (at least this one).
+            hops: out.hops.max(1),
             packet: out.packet.encode(),
         };
         // Handed to the link now, so offers keep the drain order.

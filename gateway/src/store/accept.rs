@@ -284,7 +284,7 @@ impl Store {
             rest = tail;
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO message (id, from_node, packet_id, priority, source, channel, packet, \
-                 enqueued_at, expires_at) ",
+                 enqueued_at, expires_at, origin) ",
             );
             insert.push_values(chunk, |mut row, m| {
                 row.push_bind(m.id)
@@ -295,7 +295,8 @@ impl Store {
                     .push_bind(m.item.channel.as_str())
                     .push_bind(m.item.packet.as_slice())
                     .push_bind(m.now)
-                    .push_bind(m.item.expires_at);
+                    .push_bind(m.item.expires_at)
+                    .push_bind(m.item.origin.map(|o| i64::from(o.get())));
             });
             insert
                 .build()

@@ -151,6 +151,9 @@ pub struct Inbound {
     pub channel: String,
     /// The packet as heard (encoded), opaque to the store.
     pub packet: Vec<u8>,
+    /// The gateway that put it on the federation, when a peer delivered it; `None` when it
+    /// was heard here. Forwarded to other peers as their origin.
+    pub origin: Option<NodeId>,
     /// When it stops being worth sending; [`Store::expire`] drops its deliveries then.
     pub expires_at: Millis,
     /// One delivery per destination (or several to one destination: two rooms of one XMPP
@@ -165,7 +168,8 @@ pub struct NewDelivery {
     pub destination: String,
     /// The channel on the destination; `None` means the message's own channel.
     pub to_channel: Option<String>,
-    /// Hop limit on arrival (radios; zero elsewhere).
+    /// Hop limit on arrival for a radio; for a peer, the hubs the message will have crossed
+    /// when the peer has it; zero elsewhere.
     pub hops: u8,
 }
 
@@ -225,6 +229,8 @@ pub struct Delivery {
     pub class: Class,
     /// The endpoint it was heard on; `None` for messages carried over from schema version 1.
     pub source: Option<String>,
+    /// The gateway that put it on the federation; `None` when it was heard here.
+    pub origin: Option<NodeId>,
     /// The channel `packet` is encrypted for.
     pub channel: String,
     /// The channel on the destination (the message's own channel unless the route maps it).

@@ -60,7 +60,7 @@ pub(crate) fn key_list<'a>(keys: impl IntoIterator<Item = &'a DeliveryKey>) -> S
 /// is missing is returned too (with NULLs), so it can be reported and set aside.
 pub(crate) const NEXT: &str = "SELECT d.destination, d.priority, d.message, d.leg, \
          COALESCE(d.to_channel, m.channel), d.hops, d.attempts, m.id, m.from_node, m.packet_id, \
-         m.source, m.channel, m.packet, m.enqueued_at, m.expires_at \
+         m.source, m.channel, m.packet, m.enqueued_at, m.expires_at, m.origin \
      FROM delivery d LEFT JOIN message m ON m.id = d.message \
      WHERE d.destination = ?1 AND (m.id IS NULL OR m.expires_at > ?2) \
      ORDER BY d.priority, d.message, d.leg \
@@ -70,7 +70,7 @@ pub(crate) const NEXT: &str = "SELECT d.destination, d.priority, d.message, d.le
 /// order, read straight from the primary key.
 pub(crate) const NEXT_AFTER: &str = "SELECT d.destination, d.priority, d.message, d.leg, \
          COALESCE(d.to_channel, m.channel), d.hops, d.attempts, m.id, m.from_node, m.packet_id, \
-         m.source, m.channel, m.packet, m.enqueued_at, m.expires_at \
+         m.source, m.channel, m.packet, m.enqueued_at, m.expires_at, m.origin \
      FROM delivery d LEFT JOIN message m ON m.id = d.message \
      WHERE d.destination = ?1 AND (d.priority, d.message, d.leg) > (?3, ?4, ?5) \
          AND (m.id IS NULL OR m.expires_at > ?2) \
@@ -81,7 +81,7 @@ pub(crate) const NEXT_AFTER: &str = "SELECT d.destination, d.priority, d.message
 /// writes it): a worker's rows parked until their node is heard.
 pub(crate) const NEXT_EXCEPT: &str = "SELECT d.destination, d.priority, d.message, d.leg, \
          COALESCE(d.to_channel, m.channel), d.hops, d.attempts, m.id, m.from_node, m.packet_id, \
-         m.source, m.channel, m.packet, m.enqueued_at, m.expires_at \
+         m.source, m.channel, m.packet, m.enqueued_at, m.expires_at, m.origin \
      FROM delivery d LEFT JOIN message m ON m.id = d.message \
      WHERE d.destination = ?1 AND (m.id IS NULL OR m.expires_at > ?2) \
          AND (d.priority, d.message, d.leg) NOT IN \
@@ -150,8 +150,18 @@ impl Store {
                 )
             })?),
         };
+        let origin: Option<i64> = row
+            .try_get(15)
+            .map_err(|e| self.corrupt(Some(key), format!("{}: origin: {e}", at())))?;
+        let origin = match origin {
+            None => None,
+            Some(o) => Some(NodeId::new(
+                u32::try_from(o).map_err(|_| bad("origin", o, "a u32"))?,
+            )),
+        };
         Ok(Delivery {
             key,
+            origin,
             destination: destination.to_owned(),
             from: NodeId::new(u32::try_from(from).map_err(|_| bad("from_node", from, "a u32"))?),
             id: PacketId::new(u32::try_from(id).map_err(|_| bad("packet_id", id, "a u32"))?),

@@ -28,6 +28,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "virtual nodes",
         include_str!("../../migrations/0003_virtual_nodes.sql"),
     ),
+    (
+        4,
+        "origin hub",
+        include_str!("../../migrations/0004_origin.sql"),
+    ),
 ];
 
 /// How long a statement waits for a lock held by another connection before failing.

@@ -44,6 +44,7 @@ fn message(id: u32) -> Inbound {
         source: "north".to_owned(),
         channel: "LongFast".to_owned(),
         packet: vec![7; 40],
+        origin: None,
         expires_at: T0 + 1000,
         deliveries: vec![NewDelivery {
             destination: "south".to_owned(),

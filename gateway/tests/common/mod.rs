@@ -64,6 +64,7 @@ pub fn msg(from: u32, id: u32, class: Class, deliveries: Vec<NewDelivery>) -> In
         source: "north".to_owned(),
         channel: "LongFast".to_owned(),
         packet: vec![0xA5; 60],
+        origin: None,
         expires_at: T0 + HOUR,
         deliveries,
     }

@@ -629,6 +629,7 @@ pub async fn prefill(
             channel,
             packet: &packet,
             local: None,
+            federated: None,
         };
         match router.route(heard, now) {
             Decision::Relay(inbound) => batch.push(inbound),
