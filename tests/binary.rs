@@ -81,8 +81,20 @@ fn a_bad_sim_config_is_refused_naming_the_key_and_value() {
 #[test]
 fn demo_bridges_its_two_meshes_and_stops_cleanly() {
     let mut cmd = Command::new(archipel_bin());
-    cmd.arg("demo");
+    cmd.arg("demo").args(["--http", "127.0.0.1:0"]);
     let demo = Running::spawn(cmd, "archipel demo");
+    // The README's first command shows the status page: the demo says where, and serves it.
+    let page = demo.wait_line(LIMIT, |l| {
+        let rest = l.split_once(" status page at ")?.1;
+        rest.split_whitespace().next().map(str::to_owned)
+    });
+    let html = ureq::get(&page)
+        .call()
+        .expect("the demo serves its page")
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(html.contains("<title>Archipel</title>"), "{html}");
     let mut up = Vec::new();
     while up.len() < 2 {
         let radio = demo.wait_line(LIMIT, |l| {
@@ -107,7 +119,10 @@ fn demo_with_a_custom_world_shows_relayed_messages() {
         .replace("time_scale = 1.0", "time_scale = 100.0");
     std::fs::write(&world, text).unwrap();
     let mut cmd = Command::new(archipel_bin());
-    cmd.arg("demo").arg("--config").arg(&world);
+    cmd.arg("demo")
+        .arg("--config")
+        .arg(&world)
+        .args(["--http", "127.0.0.1:0"]);
     let demo = Running::spawn(cmd, "archipel demo --config");
     let line = demo.wait_line(LIMIT, |l| l.contains(" relayed !").then(|| l.to_owned()));
     assert!(

@@ -41,9 +41,10 @@ use crate::ratelimit::Rate;
 use crate::router::Router;
 use crate::sink::mqtt::MqttSink;
 use crate::sink::peer::PeerSink;
-use crate::sink::radio::{DirectWait, RadioSink};
+use crate::sink::radio::{Airtime, DirectWait, RadioSink};
 use crate::sink::xmpp::XmppSink;
 use crate::stats::Stats;
+use crate::status::{EndpointStates, Observer, View};
 use crate::store::{Millis, Store, StoreConfig, StoreError, Writer};
 use crate::worker::{DrainWorker, Shared};
 
@@ -114,6 +115,8 @@ pub struct Gateway {
     tasks: Vec<JoinHandle<()>>,
     /// Every endpoint's link, shut down after the workers.
     links: Vec<Link>,
+    /// What the page, the API and the metrics read.
+    view: View,
 }
 
 impl Gateway {
@@ -139,6 +142,17 @@ impl Gateway {
         let (activity, first_activity) = broadcast::channel(4096);
         let stats = Arc::new(Stats::new(names.iter().copied()));
         let (stop, stop_rx) = watch::channel(false);
+        // Subscribed before anything starts, so the first radio coming up is seen.
+        let observer = Arc::new(Observer::new(EndpointStates::new(
+            config
+                .endpoints()
+                .map(|e| (e.name().to_owned(), e.kind().as_str())),
+        )));
+        let observed = tokio::spawn(
+            observer
+                .clone()
+                .follow(activity.subscribe(), stop_rx.clone()),
+        );
         let wakes: HashMap<String, Arc<Notify>> = names
             .iter()
             .map(|n| ((*n).to_owned(), Arc::new(Notify::new())))
@@ -161,6 +175,7 @@ impl Gateway {
             config.radios.iter().map(|r| r.name.clone()).collect(),
         ));
         let mut tasks = Vec::new();
+        let mut acceptor_counters = None;
         let mut links = Vec::new();
         let nodes = Arc::new(NodeDirectory::new(DEFAULT_CAPACITY, DEFAULT_AWAY_AFTER));
         let shared = Shared {
@@ -178,8 +193,12 @@ impl Gateway {
             let governor = governor_with_history(&config, r, &store).await?;
             let sink = RadioSink::new(
                 handle.clone(),
-                governor,
-                r.duty_cycle_percent,
+                Airtime {
+                    governor,
+                    duty_cycle_override: r.duty_cycle_percent,
+                    stats: stats.clone(),
+                    name: r.name.clone(),
+                },
                 r.preset,
                 config.gateway.id,
                 util_rx,
@@ -321,6 +340,7 @@ impl Gateway {
                 info!(listen = %addr, key = %identity.public_key(),
                       fingerprint = %identity.public_key().fingerprint(), "federation listening");
                 let acceptor = PeerAcceptor::new(listener, by_key);
+                acceptor_counters = Some(acceptor.counters());
                 let mut stop = stop_rx.clone();
                 tasks.push(tokio::spawn(async move {
                     tokio::select! {
@@ -339,9 +359,36 @@ impl Gateway {
             stats.clone(),
             stop_rx,
         )));
+        tasks.push(observed);
         info!(name = %config.gateway.name, id = %config.gateway.id,
               radios = config.radios.len(), mqtt = config.mqtt.len(), xmpp = config.xmpp.len(),
               "gateway running");
+        let view = View {
+            name: config.gateway.name.clone(),
+            id: config.gateway.id,
+            started_at: now_ms(),
+            stats: stats.clone(),
+            store: store.clone(),
+            nodes: nodes.clone(),
+            observer,
+            radios: config
+                .radios
+                .iter()
+                .zip(links.iter().filter_map(|l| match l {
+                    Link::Radio(r) => Some(r.clone()),
+                    _ => None,
+                }))
+                .map(|(r, h)| (r.name.clone(), h))
+                .collect(),
+            peers: links
+                .iter()
+                .filter_map(|l| match l {
+                    Link::Peer(p) => Some((p.name().to_owned(), p.clone())),
+                    _ => None,
+                })
+                .collect(),
+            acceptor: acceptor_counters,
+        };
         Ok(Gateway {
             stats,
             activity,
@@ -351,6 +398,7 @@ impl Gateway {
             stop,
             tasks,
             links,
+            view,
         })
     }
 
@@ -361,6 +409,11 @@ impl Gateway {
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .unwrap_or_else(|| self.activity.subscribe())
+    }
+
+    /// What the status page, the JSON API and the metrics read.
+    pub fn view(&self) -> &View {
+        &self.view
     }
 
     /// Counters.

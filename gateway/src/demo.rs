@@ -9,19 +9,19 @@ use anyhow::Context;
 use archipel_adapters::sim::{AttachedRadio, SimConfig, Simulator};
 use archipel_gateway::app::Gateway;
 use archipel_gateway::config::{
-    AirtimeSection, ChannelSection, Config, FederationSection, GatewaySection, RadioSection,
-    RouteSection, StoreSection,
+    AirtimeSection, ChannelSection, Config, FederationSection, GatewaySection, HttpSection,
+    RadioSection, RouteSection, StoreSection,
 };
 use mesh_core::NodeId;
 
-use crate::run::{endpoint_states, follow};
+use crate::run::{Http, follow, open_http};
 use crate::sim::{load, print_radios};
 
 /// The gateway id the demo signs its envelopes with.
 const DEMO_GATEWAY: NodeId = NodeId::new(0xa7c4_0001);
 
-/// Runs until Ctrl-C.
-pub async fn run(world: Option<PathBuf>) -> anyhow::Result<()> {
+/// Runs until Ctrl-C, serving the status page on `http`.
+pub async fn run(world: Option<PathBuf>, http: std::net::SocketAddr) -> anyhow::Result<()> {
     let sim_config = load(world.as_deref())?;
     let sim = Simulator::start(sim_config.clone())
         .await
@@ -29,10 +29,18 @@ pub async fn run(world: Option<PathBuf>) -> anyhow::Result<()> {
     print_radios(&sim);
     let store = std::env::temp_dir().join(format!("archipel-demo-{}.sqlite", std::process::id()));
     let config = gateway_config(&sim_config, &sim.radios(), &store)?;
+    let config = Config {
+        http: HttpSection {
+            listen: http.to_string(),
+        },
+        ..config
+    };
     print!("{}", config.summary());
-    let mut states = endpoint_states(&config);
+    let listener = open_http(&Some(http)).await?;
     let gateway = Gateway::start(config).await?;
-    follow(&gateway, &mut states, Duration::from_secs(30)).await;
+    let http = Http::serve(listener, &gateway)?;
+    follow(&gateway, Duration::from_secs(30)).await;
+    http.stop().await;
     gateway.shutdown().await;
     sim.shutdown().await;
     for suffix in ["", "-wal", "-shm"] {
@@ -126,6 +134,7 @@ pub fn gateway_config(
         peers: Vec::new(),
         channels: Vec::new(),
         routes,
+        http: HttpSection::default(),
     };
     config
         .validate()

@@ -3,6 +3,7 @@
 //! Subcommands, in the order an operator meets them:
 //! - `demo`: two simulated neighbourhood meshes bridged by a gateway, nothing to set up;
 //! - `check-config`, `run`: validate a configuration, run the gateway on it;
+//! - `status`: what the running gateway's status page shows, as text, with an exit code;
 //! - `identity`: print this gateway's public key, for the neighbours' `[[peer]]` sections;
 //! - `radio-info`: connect to one radio, print who it is, its channels and node DB, and exit;
 //! - `sim`: run a simulated mesh whose attached radios real clients can connect to.
@@ -14,6 +15,7 @@ mod notices;
 mod radio_info;
 mod run;
 mod sim;
+mod status_report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,12 +44,25 @@ enum Command {
         /// A simulation config to use instead of the built-in world (see deploy/sim.toml).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Where to serve the status page and metrics (IP:PORT; port 0 picks a free one).
+        #[arg(long, value_name = "IP:PORT", default_value = archipel_gateway::config::DEFAULT_LISTEN)]
+        http: std::net::SocketAddr,
     },
     /// Run the gateway with a configuration file until Ctrl-C or SIGTERM.
     Run {
         /// The gateway configuration (TOML; ARCHIPEL_ environment variables override it).
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+    },
+    /// Show the running gateway's state (radios, links, queues, nodes) from its status API;
+    /// exits 1 when something is down, 2 when the gateway does not answer.
+    Status {
+        /// The gateway configuration, for its `[http] listen` address.
+        #[arg(long, value_name = "FILE", conflicts_with = "url")]
+        config: Option<PathBuf>,
+        /// The gateway's HTTP address (default http://127.0.0.1:9464).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
     },
     /// Check a configuration file without starting anything; exits non-zero on any problem.
     CheckConfig {
@@ -99,6 +114,10 @@ struct RadioArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init();
+    // No runtime needed: one blocking request.
+    if let Command::Status { config, url } = &cli.command {
+        return status_report::run(url.as_deref(), config.as_deref());
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -112,12 +131,13 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Demo { config } => demo::run(config).await,
+            Command::Demo { config, http } => demo::run(config, http).await,
             Command::Run { config } => run::run(&config).await,
             Command::CheckConfig { file } => run::check(&file),
             Command::Identity { config } => identity::run(config.as_deref()),
             Command::RadioInfo(args) => radio_info::run(args).await,
             Command::Sim { config } => sim::run(config).await,
+            Command::Status { .. } => unreachable!("handled before the runtime starts"),
         }
     });
     match result {

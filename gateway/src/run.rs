@@ -1,15 +1,18 @@
 //! `archipel run` (the production entry point) and `archipel check-config`.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use archipel_gateway::activity::Activity;
 use archipel_gateway::app::Gateway;
 use archipel_gateway::config::Config;
+use archipel_gateway::http;
+use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::logging::stamp as clock;
-use crate::notices::{DropNotices, EndpointStates};
+use crate::notices::DropNotices;
 use crate::shutdown_signal;
 
 /// Loads and validates a config, or explains every problem.
@@ -32,20 +35,59 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     // What is in force, environment overrides included: the file alone does not tell.
     println!("{} starting with this configuration:", clock());
     print!("{}", config.summary());
-    let mut states = endpoint_states(&config);
+    let listener = open_http(&config.http.listen_addr()).await?;
     let gateway = Gateway::start(config).await?;
-    follow(&gateway, &mut states, SUMMARY_EVERY).await;
-    println!("{}", summary_line(&gateway, &states).await);
+    let http = Http::serve(listener, &gateway)?;
+    follow(&gateway, SUMMARY_EVERY).await;
+    println!("{}", summary_line(&gateway).await);
+    http.stop().await;
     gateway.shutdown().await;
     println!("{} stopped", clock());
     Ok(())
+}
+
+/// Opens the HTTP listener before anything starts: an address in use stops the start with
+/// the key to change, rather than a gateway nobody can see.
+pub async fn open_http(addr: &Option<SocketAddr>) -> anyhow::Result<TcpListener> {
+    let addr = addr.ok_or_else(|| anyhow::anyhow!("http.listen is not an IP:PORT address"))?;
+    Ok(http::bind(addr).await?)
+}
+
+/// The HTTP listener, running.
+pub struct Http {
+    /// Ends the listener (graceful: a scrape in progress finishes).
+    stop: tokio::sync::oneshot::Sender<()>,
+    /// The serving task.
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Http {
+    /// Serves the page, the API and the metrics of `gateway` on `listener`, and says where.
+    pub fn serve(listener: TcpListener, gateway: &Gateway) -> anyhow::Result<Http> {
+        let at = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = http::serve(listener, gateway.view().clone(), async move {
+            let _ = stopped.await;
+        });
+        println!(
+            "{} status page at http://{at}/ (metrics at /metrics, JSON at /api/status)",
+            clock()
+        );
+        Ok(Http { stop, task })
+    }
+
+    /// Stops serving.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
 }
 
 /// How often `run` prints its summary (said in `--help`).
 pub const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 
 /// Prints one line per relayed message and a summary every `every`, until stopped.
-pub async fn follow(gateway: &Gateway, states: &mut EndpointStates, every: Duration) {
+pub async fn follow(gateway: &Gateway, every: Duration) {
     let mut activity = gateway.activity();
     let mut summary = tokio::time::interval(every);
     summary.tick().await;
@@ -59,7 +101,7 @@ pub async fn follow(gateway: &Gateway, states: &mut EndpointStates, every: Durat
                 for line in drops.summary() {
                     println!("{} {line}", clock());
                 }
-                println!("{}", summary_line(gateway, states).await);
+                println!("{}", summary_line(gateway).await);
             }
             a = activity.recv() => match a {
                 Ok(Activity::Dropped { source, reason, from }) => {
@@ -68,7 +110,6 @@ pub async fn follow(gateway: &Gateway, states: &mut EndpointStates, every: Durat
                     }
                 }
                 Ok(a) => {
-                    states.apply(&a);
                     if let Some(line) = describe(&a) {
                         println!("{} {line}", clock());
                     }
@@ -83,18 +124,9 @@ pub async fn follow(gateway: &Gateway, states: &mut EndpointStates, every: Durat
     }
 }
 
-/// Every configured endpoint, not up yet, for the summary.
-pub fn endpoint_states(config: &Config) -> EndpointStates {
-    EndpointStates::new(
-        config
-            .endpoints()
-            .map(|e| (e.name().to_owned(), e.kind().as_str())),
-    )
-}
-
 /// The periodic one-line summary: totals, each destination's queue, then each endpoint's
 /// state.
-pub async fn summary_line(gateway: &Gateway, states: &EndpointStates) -> String {
+pub async fn summary_line(gateway: &Gateway) -> String {
     use archipel_gateway::stats::Stats;
     let s = gateway.stats();
     let airtime: Vec<String> = s
@@ -140,7 +172,7 @@ pub async fn summary_line(gateway: &Gateway, states: &EndpointStates) -> String 
         } else {
             airtime.join(", ")
         },
-        states.line()
+        gateway.view().observer.endpoints().line()
     )
 }
 

@@ -1,12 +1,12 @@
-//! Counters for the terminal summary (and the metrics to come). Atomics only on the hot path;
-//! the per-endpoint map is filled at start and never grows.
+//! Counters for the terminal summary and the metrics. Atomics only on the hot path; the
+//! per-endpoint map is filled at start and never grows, so every label set is bounded.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use mesh_core::NodeId;
+use mesh_core::{Class, NodeId};
 
 /// Counters of one endpoint.
 #[derive(Debug, Default)]
@@ -21,12 +21,79 @@ pub struct EndpointStats {
     pub airtime_us: AtomicU64,
     /// Packets accepted from it.
     pub heard: AtomicU64,
+    /// The same by class ([`Class::rank`] order), for the metrics.
+    pub heard_by_class: [AtomicU64; Class::ALL.len()],
     /// What its ingress dropped (abuse, spoofs, loops).
     pub dropped: AtomicU64,
     /// Deliveries waiting for their node to be heard again, now (a gauge).
     pub parked: AtomicU64,
     /// The nodes those wait for, with how many each; a lock, but only when parking changes.
     waiting_for: Mutex<Vec<(NodeId, u64)>>,
+    /// Radios: what the governor sees, published by the radio's drain worker at each send.
+    pub governor: GovernorGauges,
+}
+
+/// A radio governor's state as gauges: the drain worker owns the governor (no lock on the
+/// send path), and copies these out for the page and the metrics.
+#[derive(Debug)]
+pub struct GovernorGauges {
+    /// Airtime spent in the current duty-cycle window, in microseconds.
+    pub window_us: AtomicU64,
+    /// What the window allows, in microseconds; [`GovernorGauges::NONE`] without a limit.
+    pub budget_us: AtomicU64,
+    /// The channel utilisation the radio last reported, in tenths of a percent;
+    /// [`GovernorGauges::NONE`] before any report.
+    pub utilization_permille: AtomicU64,
+    /// Times the governor held the queue back (budget or a busy channel).
+    pub holds: AtomicU64,
+}
+
+impl Default for GovernorGauges {
+    fn default() -> Self {
+        GovernorGauges {
+            window_us: AtomicU64::new(0),
+            budget_us: AtomicU64::new(Self::NONE),
+            utilization_permille: AtomicU64::new(Self::NONE),
+            holds: AtomicU64::new(0),
+        }
+    }
+}
+
+impl GovernorGauges {
+    /// "Not known" or "no limit".
+    pub const NONE: u64 = u64::MAX;
+
+    /// Copies out a governor's state at `now`.
+    pub fn publish(&self, governor: &mut mesh_core::Governor, now: std::time::Instant) {
+        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX - 1);
+        self.window_us
+            .store(us(governor.spent(now)), Ordering::Relaxed);
+        self.budget_us
+            .store(governor.budget().map_or(Self::NONE, us), Ordering::Relaxed);
+        self.utilization_permille.store(
+            governor.utilization(now).map_or(Self::NONE, |p| {
+                (f64::from(p) * 10.0).round().clamp(0.0, 1000.0) as u64
+            }),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Airtime spent in the window.
+    pub fn window(&self) -> Duration {
+        Duration::from_micros(Stats::get(&self.window_us))
+    }
+
+    /// The window's budget, if there is a limit.
+    pub fn budget(&self) -> Option<Duration> {
+        let b = Stats::get(&self.budget_us);
+        (b != Self::NONE).then(|| Duration::from_micros(b))
+    }
+
+    /// The channel utilisation last reported, in percent.
+    pub fn utilization(&self) -> Option<f64> {
+        let u = Stats::get(&self.utilization_permille);
+        (u != Self::NONE).then(|| u as f64 / 10.0)
+    }
 }
 
 impl EndpointStats {
@@ -53,6 +120,8 @@ impl EndpointStats {
 pub struct Latency {
     /// Bucket `i` counts samples below [`Latency::bound`]`(i)`; the last one everything above.
     buckets: [AtomicU64; LATENCY_BUCKETS],
+    /// Every sample added up, in microseconds: a Prometheus histogram's `_sum`.
+    sum_us: AtomicU64,
 }
 
 /// Buckets of a [`Latency`]: 22 doublings above 64 µs, past four minutes.
@@ -62,6 +131,7 @@ impl Default for Latency {
     fn default() -> Self {
         Latency {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_us: AtomicU64::new(0),
         }
     }
 }
@@ -82,6 +152,31 @@ impl Latency {
             ((ratio.log2() * 4.0).floor() as usize + 1).min(LATENCY_BUCKETS - 1)
         };
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Every sample added up.
+    pub fn sum(&self) -> Duration {
+        Duration::from_micros(Stats::get(&self.sum_us))
+    }
+
+    /// Cumulative counts at every `step`-th bucket bound (a coarser histogram for the
+    /// metrics): (upper bound, samples below it), increasing; the last bucket (everything
+    /// above) is left to the caller's `+Inf`.
+    pub fn cumulative(&self, step: usize) -> Vec<(Duration, u64)> {
+        let step = step.max(1);
+        let mut out = Vec::new();
+        let mut seen = 0;
+        for (i, b) in self.buckets.iter().enumerate().take(LATENCY_BUCKETS - 1) {
+            seen += Stats::get(b);
+            if (i + 1) % step == 0 {
+                out.push((Latency::bound(i), seen));
+            }
+        }
+        out
     }
 
     /// Samples so far.

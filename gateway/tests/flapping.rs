@@ -26,7 +26,7 @@ use archipel_gateway::app::now_ms;
 use archipel_gateway::config::Config;
 use archipel_gateway::nodes::{DEFAULT_AWAY_AFTER, NodeDirectory};
 use archipel_gateway::router::{Decision, Heard, Router};
-use archipel_gateway::sink::radio::{DirectWait, RadioSink};
+use archipel_gateway::sink::radio::{Airtime, DirectWait, RadioSink};
 use archipel_gateway::stats::Stats;
 use archipel_gateway::store::{Store, StoreConfig};
 use archipel_gateway::worker::{DrainWorker, Shared};
@@ -161,8 +161,12 @@ async fn a_link_that_flaps_fifty_times_mid_drain_delivers_every_message_once() {
     let nodes = Arc::new(NodeDirectory::new(100, DEFAULT_AWAY_AFTER));
     let sink = RadioSink::new(
         link.clone(),
-        Governor::new(GovernorConfig::default()),
-        None,
+        Airtime {
+            governor: Governor::new(GovernorConfig::default()),
+            duty_cycle_override: None,
+            stats: stats.clone(),
+            name: "a".to_owned(),
+        },
         None,
         config.gateway.id,
         util_rx,

@@ -235,6 +235,8 @@ impl Gateway {
     pub fn start_logged(dir: &Scratch, config: &Path, crash: Option<&str>, log: &str) -> Gateway {
         let mut cmd = Command::new(archipel_bin());
         cmd.arg("run").arg("--config").arg(config);
+        // Many gateways run at once here: each serves its page on a port of its own.
+        cmd.env("ARCHIPEL_HTTP__LISTEN", "127.0.0.1:0");
         match crash {
             Some(point) => cmd.env("ARCHIPEL_CRASH_AT", point),
             None => cmd.env_remove("ARCHIPEL_CRASH_AT"),
@@ -373,6 +375,20 @@ impl Gateway {
     }
 
     /// Waits until endpoint `name` of `kind` (`radio`, `mqtt`) came up after `mark`.
+    /// The address its status page and metrics are served at (`http://127.0.0.1:PORT`), as
+    /// it printed it at start.
+    pub fn http(&mut self) -> String {
+        let line = self.wait_after(0, "the status page address", |l| {
+            l.contains(" status page at http://")
+        });
+        let at = line
+            .split(" status page at ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        at.trim_end_matches('/').to_owned()
+    }
+
     pub fn wait_endpoint_up(&mut self, mark: usize, kind: &str, name: &str) {
         let up = format!(" {kind} {name} up");
         self.wait_after(mark, &up, |l| l.contains(&up));

@@ -110,6 +110,8 @@ pub fn run_with_limit(mut cmd: Command, limit: Duration, what: &str) -> Output {
 pub fn run_archipel(args: &[&str], limit: Duration) -> (bool, String, String) {
     let mut cmd = Command::new(archipel_bin());
     cmd.args(args);
+    // A `run` started here must not take the default port another test's gateway may hold.
+    cmd.env("ARCHIPEL_HTTP__LISTEN", "127.0.0.1:0");
     let out = run_with_limit(cmd, limit, "archipel");
     (
         out.status.success(),

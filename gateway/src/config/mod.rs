@@ -22,6 +22,7 @@ mod channel;
 mod env;
 mod error;
 mod federation;
+mod http;
 mod mqtt;
 mod peer;
 mod radio;
@@ -55,6 +56,7 @@ pub use federation::{
     DEFAULT_DEAD_AFTER_SECS, DEFAULT_MAX_HOPS, DEFAULT_WINDOW_KIB, FederationSection,
     IDENTITY_FILE, MAX_FEDERATION_HOPS, PEER_PORT, identity_path,
 };
+pub use http::{DEFAULT_LISTEN, HttpSection};
 pub use mqtt::{DEFAULT_BURST_PER_NODE, DEFAULT_RATE_PER_NODE, MqttSection, MqttTls};
 pub use peer::PeerSection;
 pub use radio::{FREQUENCY_TOLERANCE_MHZ, REGIONS, RadioSection, region_duty_cycle};
@@ -99,6 +101,9 @@ pub struct Config {
     /// Which channels cross between which endpoints.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteSection>,
+    /// Where the metrics, the status page and its JSON API are served.
+    #[serde(default)]
+    pub http: HttpSection,
 }
 
 /// `[gateway]`.
@@ -321,6 +326,7 @@ impl Config {
         );
         xmpp::check(&self.xmpp, &self.routes, &mut p);
         federation::check(&self.federation, &self.store, &mut p);
+        http::check(&self.http, &mut p);
         peer::check(&self.peers, &self.federation, &mut p);
         self.check_endpoint_names(&mut p);
         for (k, c) in self.channels.iter().enumerate() {

@@ -110,6 +110,12 @@ impl Config {
         if self.federated() {
             self.federation_summary(&mut s);
         }
+        let _ = writeln!(
+            s,
+            "http on {} ({}): the status page, /metrics, /api/status",
+            self.http.listen,
+            self.http.reach()
+        );
         if !self.mqtt.is_empty()
             || !self.xmpp.is_empty()
             || !self.peers.is_empty()

@@ -298,6 +298,7 @@ impl Ingest {
                 Stats::add(&self.stats.accepted, 1);
                 if let Some(e) = self.stats.endpoint(&s.source) {
                     Stats::add(&e.heard, 1);
+                    Stats::add(&e.heard_by_class[usize::from(s.class.rank())], 1);
                 }
                 for d in refused {
                     Stats::add(&self.stats.overflowed, 1);

@@ -20,6 +20,7 @@ use super::{Prepared, Sink, Stopped};
 use crate::config::region_duty_cycle;
 use crate::nodes::{NodeDirectory, is_node};
 use crate::router::Rendered;
+use crate::stats::Stats;
 use crate::store::Delivery;
 
 /// How packets for one node wait while it is away.
@@ -62,21 +63,41 @@ pub struct RadioSink {
     utilization: watch::Receiver<Option<(f32, Instant)>>,
     /// When packets for one node wait for it.
     direct: DirectWait,
+    /// Where the governor's state is copied for the page and the metrics.
+    gauges: Arc<Stats>,
+    /// This radio's name in `gauges`.
+    name: String,
+}
+
+/// A radio sink's airtime side: what the sink paces with, and where it shows it.
+pub struct Airtime {
+    /// The governor, already holding the airtime of the window as the store remembers it.
+    pub governor: Governor,
+    /// A duty cycle the operator set instead of the region's.
+    pub duty_cycle_override: Option<f64>,
+    /// The counters the governor's state is copied into.
+    pub stats: Arc<Stats>,
+    /// The radio's name there.
+    pub name: String,
 }
 
 impl RadioSink {
-    /// A sink for `radio`, with its governor (already holding the airtime of the window as the
-    /// store remembers it).
+    /// A sink for `radio`, paced by `airtime`.
     pub fn new(
         radio: RadioHandle,
-        governor: Governor,
-        duty_cycle_override: Option<f64>,
+        airtime: Airtime,
         expected_preset: Option<ModemPreset>,
         gateway: NodeId,
         utilization: watch::Receiver<Option<(f32, Instant)>>,
         direct: DirectWait,
     ) -> RadioSink {
-        RadioSink {
+        let Airtime {
+            governor,
+            duty_cycle_override,
+            stats: gauges,
+            name,
+        } = airtime;
+        let mut sink = RadioSink {
             radio,
             governor,
             duty_cycle_override,
@@ -84,6 +105,21 @@ impl RadioSink {
             gateway,
             utilization,
             direct,
+            gauges,
+            name,
+        };
+        // The page shows the window's budget from the start, not from the first send.
+        sink.publish(Instant::now(), false);
+        sink
+    }
+
+    /// Copies the governor's state out, counting a hold.
+    fn publish(&mut self, now: Instant, held: bool) {
+        if let Some(e) = self.gauges.endpoint(&self.name) {
+            e.governor.publish(&mut self.governor, now);
+            if held {
+                Stats::add(&e.governor.holds, 1);
+            }
         }
     }
 
@@ -132,6 +168,7 @@ impl Sink for RadioSink {
         let airtime = preset.time_on_air(out.packet.on_air_len());
         if let (Verdict::WaitUntil(until), hold) = self.governor.check(row.class, airtime, now) {
             debug!(class = %row.class, ?hold, "airtime governor holds the queue");
+            self.publish(now, true);
             return Prepared::Hold(until);
         }
         let radio = self.radio.clone();
@@ -172,6 +209,7 @@ impl Sink for RadioSink {
         if let Some(airtime) = airtime {
             self.governor.record(airtime, now);
         }
+        self.publish(now, false);
     }
 }
 

@@ -129,6 +129,8 @@ impl Process {
     pub fn gateway(config: &Path, log: &Path) -> Process {
         let mut cmd = Command::new(archipel_bin());
         cmd.arg("run").arg("--config").arg(config);
+        // Several gateways may run at once: each serves its page on a port of its own.
+        cmd.env("ARCHIPEL_HTTP__LISTEN", "127.0.0.1:0");
         Process::spawn(cmd, "archipel run", log)
     }
 
