@@ -55,6 +55,22 @@ fn radio_info_without_a_radio_fails_and_says_where_it_looked() {
 }
 
 #[test]
+fn a_huge_radio_info_timeout_is_refused_not_a_panic() {
+    let (ok, _, err) = archipel(&[
+        "radio-info",
+        "--tcp",
+        "127.0.0.1:1",
+        "--timeout",
+        "9223372036854775807",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("--timeout") && err.contains("1..=86400") && !err.contains("panicked"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_bad_sim_config_is_refused_naming_the_key_and_value() {
     let dir = temp_dir("badcfg");
     let bad_preset = dir.join("preset.toml");

@@ -644,3 +644,21 @@ fn a_direct_message_for_a_node_not_heard_waits_and_goes_once_that_node_is_heard(
     let heard = heard_until(b2, &after);
     assert_eq!(times(&got, &dm) + times(&heard, &dm), 1, "delivered once");
 }
+
+/// Two gateways draining one store would send each message twice: the second refuses to
+/// start, naming the first, and the first goes on.
+#[test]
+fn a_second_gateway_on_the_same_store_refuses_to_start_naming_the_first() {
+    let bridge = Bridge::start("relay-lock", &bridge_routes());
+    let mut first = bridge.gateway(None);
+    let config = bridge.config.display().to_string();
+    let (ok, _, err) = run_archipel(&["run", "--config", &config], LIMIT);
+    assert!(!ok, "a second gateway started on the same store");
+    assert!(
+        err.contains("in use by another archipel") && err.contains("pid "),
+        "{err}"
+    );
+    let hello = say(&bridge.a2, NORTH_PRIMARY, 0x1c0f_7001, "still relaying");
+    bridge.b2.packets_until(LIMIT, |p| hello.is(p));
+    first.wait("relayed", |l| hello.relayed_to("south", l));
+}

@@ -106,8 +106,8 @@ struct RadioArgs {
     /// Serial speed.
     #[arg(long, default_value_t = 115_200, requires = "serial")]
     baud: u32,
-    /// Seconds to wait for the radio to answer.
-    #[arg(long, default_value_t = 30)]
+    /// Seconds to wait for the radio to answer (1 to 86400).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     timeout: u64,
 }
 

@@ -93,6 +93,52 @@ pub enum StoreError {
         /// What the generator said.
         cause: String,
     },
+    /// The file is another application's database: never migrated into a store.
+    #[error("{} is not an Archipel store ({what}): give [store] path a file of its own; this one is left as it is", path.display())]
+    Foreign {
+        /// The file.
+        path: PathBuf,
+        /// What gave it away (its application id, its tables).
+        what: String,
+    },
+    /// The store was written by a newer Archipel, whose schema this one does not know.
+    #[error("store {} was written by a newer Archipel (schema version {found}; this one knows up to {known}): run that version again, or give [store] path a new file (what is queued stays in this one)", path.display())]
+    Newer {
+        /// The store file.
+        path: PathBuf,
+        /// The newest schema version the file has.
+        found: i64,
+        /// The newest this build knows.
+        known: i64,
+    },
+    /// The file is not a readable SQLite database (truncated, overwritten, a disk error).
+    #[error("store {} is damaged or not an SQLite database ({cause}): move it aside to keep what it holds, then start again for a fresh store; Archipel never starts over a backlog by itself", path.display())]
+    Damaged {
+        /// The store file.
+        path: PathBuf,
+        /// What SQLite said.
+        cause: Arc<sqlx::Error>,
+    },
+    /// Another gateway holds the store: two would drain it twice.
+    #[error("store {} is in use by another archipel ({holder}; lock file {}): stop it first, or give this gateway a store of its own", path.display(), lock.display())]
+    Locked {
+        /// The store file.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+        /// Who holds it, as its lock file says (`pid 1234`).
+        holder: String,
+    },
+    /// The lock file could not be made.
+    #[error("store {}: cannot make its lock file {}: {cause}", path.display(), lock.display())]
+    Lock {
+        /// The store file.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+        /// What the system said.
+        cause: Arc<std::io::Error>,
+    },
     /// [`Store::close`](super::Store::close) was called: nothing more is written.
     #[error("store {}: {what} after the store was closed", path.display())]
     Closed {

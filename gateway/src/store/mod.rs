@@ -80,6 +80,7 @@ mod airtime;
 mod books;
 mod error;
 mod expire;
+mod owner;
 mod queue;
 mod rows;
 mod schema;
@@ -321,6 +322,9 @@ struct Shared {
     airtime_window: Millis,
     /// Write transactions committed since open: shows group commit at work (tests, metrics).
     commits: AtomicU64,
+    /// The store's lock, held until [`Store::close`] (or the process ends): one gateway per
+    /// store.
+    lock: std::sync::Mutex<Option<nix::fcntl::Flock<std::fs::File>>>,
 }
 
 /// The writer connection and what must change in step with it.
@@ -393,9 +397,13 @@ impl Store {
             max_per_destination,
             airtime_window,
         } = config;
+        // First, before the file is touched: a second gateway on it must not even migrate.
+        let lock = owner::lock(&path)?;
         let writer_options = schema::writer_options(&path);
         let mut conn = schema::connect_writer(&writer_options, &path).await?;
+        owner::check(&mut conn, &path).await?;
         schema::migrate(&mut conn, &path).await?;
+        owner::mark(&mut conn, &path).await?;
         let readers = schema::connect_readers(&path).await?;
         let books = Books::load(&mut conn, &path).await?;
         let endpoints = Endpoints::load(&mut conn, &path).await?;
@@ -418,6 +426,7 @@ impl Store {
                 max_per_destination,
                 airtime_window: Millis::try_from(airtime_window.as_millis()).unwrap_or(Millis::MAX),
                 commits: AtomicU64::new(0),
+                lock: std::sync::Mutex::new(Some(lock)),
             }),
         })
     }
@@ -445,6 +454,14 @@ impl Store {
                 tracing::warn!(path = %self.shared.path.display(), %error, "closing the store");
             }
         }
+        // Closed for good: another store (a restart in this process) may take it now.
+        drop(
+            self.shared
+                .lock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
     }
 
     // Write transactions.

@@ -86,9 +86,24 @@ pub(crate) async fn connect_writer(
 ) -> Result<SqliteConnection, StoreError> {
     SqliteConnection::connect_with(options)
         .await
-        .map_err(|cause| StoreError::Open {
-            path: path.to_owned(),
-            cause: Arc::new(cause),
+        .map_err(|cause| {
+            // SQLITE_NOTADB (26) and SQLITE_CORRUPT (11): the file is there but is not a
+            // database it can read; said as such, never replaced.
+            let code = cause
+                .as_database_error()
+                .and_then(|d| d.code())
+                .map(|c| c.into_owned());
+            if matches!(code.as_deref(), Some("26" | "11")) {
+                StoreError::Damaged {
+                    path: path.to_owned(),
+                    cause: Arc::new(cause),
+                }
+            } else {
+                StoreError::Open {
+                    path: path.to_owned(),
+                    cause: Arc::new(cause),
+                }
+            }
         })
 }
 
