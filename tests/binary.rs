@@ -54,6 +54,39 @@ fn radio_info_without_a_radio_fails_and_says_where_it_looked() {
     assert!(err.contains(&addr) && err.contains("error:"), "{err}");
 }
 
+/// A hostile TCP "radio" that sends nothing but frame headers announcing 32 KiB frames (the
+/// stream API allows 512 bytes): each one is skipped and counted, and the log gets a few
+/// lines a second with a count of what was held back, not a line per header.
+#[test]
+fn a_flood_of_oversize_frame_headers_costs_a_few_log_lines_not_millions() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let flood = std::sync::Arc::new([0x94u8, 0xc3, 0x7f, 0xff].repeat(256 * 1024));
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let flood = flood.clone();
+            std::thread::spawn(move || while stream.write_all(&flood).is_ok() {});
+        }
+    });
+    let (ok, _, err) = archipel(&["radio-info", "--tcp", &addr, "--timeout", "3"]);
+    assert!(!ok, "no handshake, so no report");
+    let warnings = err
+        .lines()
+        .filter(|l| l.contains("more than 512 bytes"))
+        .count();
+    assert!(
+        (1..=20).contains(&warnings),
+        "{warnings} oversize warnings in 3 s:\n{}",
+        err.lines().take(30).collect::<Vec<_>>().join("\n")
+    );
+    assert!(
+        err.contains("suppressed="),
+        "held-back lines are counted: {err}"
+    );
+}
+
 #[test]
 fn a_huge_radio_info_timeout_is_refused_not_a_panic() {
     let (ok, _, err) = archipel(&[

@@ -30,9 +30,14 @@ use tokio_util::codec::Framed;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::info::RadioInfo;
-use super::noise::NoiseLog;
+use super::noise::{LogLimit, NoiseLog};
 use super::state::{Output, SendToken, Session, SessionConfig};
 use crate::codec::{StreamCodec, StreamItem};
+
+/// Per-frame warnings logged at once before the limit applies: enough to see what is wrong.
+const FRAME_WARNING_BURST: u32 = 10;
+/// ...and then a second: a stream of nothing but bad frames costs this, whatever its rate.
+const FRAME_WARNINGS_PER_SECOND: f64 = 1.0;
 
 /// How a radio is attached: by TCP or by a serial port. (Not a gateway endpoint: that is
 /// any outside world the router joins, of which a radio is one kind.)
@@ -314,6 +319,7 @@ pub fn spawn(config: RadioConfig) -> (RadioHandle, mpsc::Receiver<RadioEvent>) {
         rng: rand::rngs::SmallRng::from_os_rng(),
         id_counter: 0,
         noise: NoiseLog::default(),
+        frame_warnings: LogLimit::new(FRAME_WARNING_BURST, FRAME_WARNINGS_PER_SECOND),
     };
     let task = tokio::spawn(link.run().instrument(span));
     let handle = RadioHandle {
@@ -378,6 +384,8 @@ struct Link {
     id_counter: u32,
     /// Turns serial log text and garbage into rate-limited log lines.
     noise: NoiseLog,
+    /// How many per-frame warnings reach the log (the counters count every one).
+    frame_warnings: LogLimit,
 }
 
 impl Link {
@@ -590,15 +598,19 @@ impl Link {
             }
             StreamItem::Oversize { declared } => {
                 LinkCounters::add(&self.counters.oversize_frames, 1);
-                warn!(
-                    declared,
-                    "skipped a frame header announcing more than 512 bytes"
-                );
+                if let Some(suppressed) = self.frame_warnings.allow(now) {
+                    warn!(
+                        declared,
+                        suppressed, "skipped a frame header announcing more than 512 bytes"
+                    );
+                }
                 Vec::new()
             }
             StreamItem::Truncated { len } => {
                 LinkCounters::add(&self.counters.truncated_frames, 1);
-                warn!(len, "stream ended inside a frame");
+                if let Some(suppressed) = self.frame_warnings.allow(now) {
+                    warn!(len, suppressed, "stream ended inside a frame");
+                }
                 Vec::new()
             }
         }
@@ -665,7 +677,9 @@ impl Link {
                 }
                 Output::Undecodable(why) => {
                     LinkCounters::add(&self.counters.undecodable_frames, 1);
-                    warn!(%why, "skipped an undecodable frame");
+                    if let Some(suppressed) = self.frame_warnings.allow(Instant::now().into_std()) {
+                        warn!(%why, suppressed, "skipped an undecodable frame");
+                    }
                 }
                 Output::Close(err) => return Err(err.to_string()),
             }
