@@ -198,14 +198,23 @@ fn the_packaged_config_keeps_the_store_in_the_state_directory_and_run_exits_0_on
     let out = success(run_with_limit(cmd, LIMIT, "check-config"), "check-config");
     assert!(out.contains("configuration OK"), "{out}");
 
-    let mut cmd = Command::new(archipel_bin());
-    cmd.args(["run", "--config", file.to_str().unwrap()])
-        .env("ARCHIPEL_STORE__PATH", &store);
-    let gateway = Running::spawn(cmd, "archipel run (packaged config)");
+    let run = || {
+        let mut cmd = Command::new(archipel_bin());
+        cmd.args(["run", "--config", file.to_str().unwrap()])
+            .env("ARCHIPEL_STORE__PATH", &store);
+        Running::spawn(cmd, "archipel run (packaged config)")
+    };
+    // SIGTERM while it starts (the store opening): a clean stop too, not a kill.
+    let gateway = run();
     gateway.wait_line(LIMIT, |l| {
         l.contains("starting with this configuration").then_some(())
     });
+    assert!(
+        gateway.stop(),
+        "archipel run did not exit 0 on a SIGTERM while starting"
+    );
     // Running: it found neither its radio nor its broker, and waits for them.
+    let gateway = run();
     gateway.wait_line(LIMIT, |l| l.contains("mqtt broker down").then_some(()));
     assert!(store.exists(), "the store was not made");
     assert!(

@@ -22,6 +22,7 @@ const DEMO_GATEWAY: NodeId = NodeId::new(0xa7c4_0001);
 
 /// Runs until Ctrl-C.
 pub async fn run(world: Option<PathBuf>) -> anyhow::Result<()> {
+    let stop = crate::shutdown_signal();
     let sim_config = load(world.as_deref())?;
     let sim = Simulator::start(sim_config.clone())
         .await
@@ -32,7 +33,7 @@ pub async fn run(world: Option<PathBuf>) -> anyhow::Result<()> {
     print!("{}", config.summary());
     let mut states = endpoint_states(&config);
     let gateway = Gateway::start(config).await?;
-    follow(&gateway, &mut states, Duration::from_secs(30)).await;
+    follow(&gateway, &mut states, Duration::from_secs(30), stop).await;
     gateway.shutdown().await;
     sim.shutdown().await;
     for suffix in ["", "-wal", "-shm"] {

@@ -28,13 +28,15 @@ pub fn check(path: &Path) -> anyhow::Result<()> {
 
 /// `archipel run --config FILE`: runs until Ctrl-C or SIGTERM.
 pub async fn run(path: &Path) -> anyhow::Result<()> {
+    // First: a SIGTERM while the store opens is then a clean stop, not a kill.
+    let stop = shutdown_signal();
     let config = load(path)?;
     // What is in force, environment overrides included: the file alone does not tell.
     println!("{} starting with this configuration:", clock());
     print!("{}", config.summary());
     let mut states = endpoint_states(&config);
     let gateway = Gateway::start(config).await?;
-    follow(&gateway, &mut states, SUMMARY_EVERY).await;
+    follow(&gateway, &mut states, SUMMARY_EVERY, stop).await;
     println!("{}", summary_line(&gateway, &states).await);
     gateway.shutdown().await;
     println!("{} stopped", clock());
@@ -44,13 +46,18 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
 /// How often `run` prints its summary (said in `--help`).
 pub const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 
-/// Prints one line per relayed message and a summary every `every`, until stopped.
-pub async fn follow(gateway: &Gateway, states: &mut EndpointStates, every: Duration) {
+/// Prints one line per relayed message and a summary every `every`, until `stop` resolves
+/// (a [`shutdown_signal`]).
+pub async fn follow(
+    gateway: &Gateway,
+    states: &mut EndpointStates,
+    every: Duration,
+    stop: impl Future<Output = ()>,
+) {
     let mut activity = gateway.activity();
     let mut summary = tokio::time::interval(every);
     summary.tick().await;
     let mut drops = DropNotices::default();
-    let stop = shutdown_signal();
     tokio::pin!(stop);
     loop {
         tokio::select! {
