@@ -672,3 +672,146 @@ fn the_compose_file_parses_and_every_file_it_mounts_is_in_the_repository() {
     );
     success(out, "check-config (compose gateway.toml)");
 }
+
+/// Every system call in a named set of `systemd-analyze syscall-filter`, nested sets expanded.
+fn syscall_set(name: &str, into: &mut BTreeSet<String>) {
+    let listing = success(
+        run("systemd-analyze", &["syscall-filter", "--no-pager", name]),
+        "systemd-analyze syscall-filter",
+    );
+    // The first line names the set; members follow, one a line, after `#` comments.
+    for member in listing
+        .lines()
+        .skip(1)
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        if member.starts_with('@') {
+            syscall_set(member, into);
+        } else {
+            into.insert(member.to_owned());
+        }
+    }
+}
+
+#[test]
+fn every_system_call_the_gateway_makes_is_in_the_units_filter() {
+    // What the unit allows: SystemCallFilter=@system-service, then ~@privileged @resources.
+    let unit = read(&unit_path());
+    assert_eq!(
+        directive(&unit, "SystemCallFilter"),
+        ["@system-service", "~@privileged @resources"]
+    );
+    let mut allowed = BTreeSet::new();
+    syscall_set("@system-service", &mut allowed);
+    let mut denied = BTreeSet::new();
+    syscall_set("@privileged", &mut denied);
+    syscall_set("@resources", &mut denied);
+    assert!(
+        allowed.contains("read") && denied.contains("setuid"),
+        "sets not read"
+    );
+
+    // The packaged config with its radio (a simulator's pseudo-terminal, as serial as a USB
+    // radio), its broker (a real Mosquitto) and federation listening (the identity key made):
+    // every path a hub's gateway takes at start, connected.
+    let sim = archipel_e2e::SimProcess::start(archipel_e2e::TEST_WORLD, 2);
+    let pty = sim.radio("!0000a001").serial.clone().expect("a pty");
+    let broker = archipel_e2e::mosquitto::Mosquitto::start(Default::default());
+    let dir = TempDir(temp_dir("deploy-syscalls"));
+    let config = read(&packaged_config_path())
+        .replace("/dev/ttyUSB0", &pty)
+        .replace("127.0.0.1:1883", &format!("127.0.0.1:{}", broker.port()))
+        + &format!("\n[federation]\nlisten = \"127.0.0.1:{}\"\n", free_port());
+    let file = dir.0.join("gateway.toml");
+    std::fs::write(&file, config).unwrap();
+    let trace = dir.0.join("trace");
+
+    // As the service runs, not as root: SQLite, for one, chowns its journal only as root.
+    let strace = Command::new("strace").arg("-V").output();
+    assert!(
+        strace.is_ok_and(|o| o.status.success()),
+        "strace is missing: run tests/run, which installs it"
+    );
+    // A directory this process made is owned by its effective user.
+    let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&dir.0).unwrap()) == 0;
+    let mut cmd = if root {
+        use std::os::unix::fs::PermissionsExt;
+        std::os::unix::fs::chown(&dir.0, Some(65534), Some(65534)).unwrap();
+        std::fs::set_permissions(&pty, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            "strace",
+        ]);
+        cmd
+    } else {
+        Command::new("strace")
+    };
+    // strace traces from the gateway's own execve on: none of setpriv's calls are in it.
+    cmd.args(["-f", "-qq", "-o"])
+        .arg(&trace)
+        .arg(archipel_bin())
+        .args(["run", "--config"])
+        .arg(&file)
+        .env("ARCHIPEL_STORE__PATH", dir.0.join("archipel.sqlite"));
+    let gateway = Running::spawn(cmd, "archipel run under strace");
+    let mut up = BTreeSet::new();
+    while up.len() < 2 {
+        gateway.wait_line(LIMIT, |l| {
+            ["radio radio up", "mqtt broker up"]
+                .into_iter()
+                .find(|what| l.contains(what))
+                .map(|what| up.insert(what))
+        });
+    }
+    // SIGTERM to the gateway itself (strace's child); strace then exits with its status.
+    let tracer = gateway.id();
+    let children = read(Path::new(&format!("/proc/{tracer}/task/{tracer}/children")));
+    let pid: i32 = children
+        .trim()
+        .parse()
+        .expect("strace has one child, the gateway");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(
+        gateway.wait_exit(Duration::from_secs(10)),
+        "archipel run under strace did not exit 0 on SIGTERM"
+    );
+    assert!(dir.0.join("identity.key").exists(), "no identity key made");
+
+    // `PID name(args) = result`: the names.
+    let made: BTreeSet<String> = read(&trace)
+        .lines()
+        .filter_map(|l| {
+            let call = l.split_once(' ')?.1.trim_start();
+            let name = call.split_once('(')?.0;
+            name.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                .then(|| name.to_owned())
+        })
+        .collect();
+    assert!(
+        made.contains("execve") && made.contains("openat"),
+        "{made:?}"
+    );
+    let refused: Vec<&String> = made
+        .iter()
+        .filter(|c| !allowed.contains(*c) || denied.contains(*c))
+        .collect();
+    println!(
+        "{} distinct system calls, all in @system-service minus @privileged @resources",
+        made.len()
+    );
+    assert!(
+        refused.is_empty(),
+        "the unit's SystemCallFilter refuses {refused:?} (EPERM) that the gateway makes"
+    );
+    drop(sim);
+}
