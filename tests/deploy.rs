@@ -3,7 +3,9 @@
 //! packaged configuration (its store in the unit's state directory; `archipel run` on it waits
 //! for its radio and broker and exits 0 on SIGTERM), the Debian package built by cargo-deb from
 //! the debug binary already built (what it holds, its control fields, and installing, upgrading
-//! and purging it in a scratch root), and deploy/compose (parsed, every mounted file present).
+//! and purging it in a scratch root), every system call the gateway makes allowed by the unit's
+//! SystemCallFilter (traced with strace), and deploy/compose (parsed, every mounted file
+//! present).
 //!
 //! No container engine and no systemd run here: the unit is checked offline, the package is
 //! installed with `dpkg --root` (its maintainer scripts honour DPKG_ROOT, so they change the
