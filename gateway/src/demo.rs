@@ -22,6 +22,7 @@ const DEMO_GATEWAY: NodeId = NodeId::new(0xa7c4_0001);
 
 /// Runs until Ctrl-C, serving the status page on `http`.
 pub async fn run(world: Option<PathBuf>, http: std::net::SocketAddr) -> anyhow::Result<()> {
+    let stop = crate::shutdown_signal();
     let sim_config = load(world.as_deref())?;
     let sim = Simulator::start(sim_config.clone())
         .await
@@ -39,7 +40,7 @@ pub async fn run(world: Option<PathBuf>, http: std::net::SocketAddr) -> anyhow::
     let listener = open_http(&Some(http)).await?;
     let gateway = Gateway::start(config).await?;
     let http = Http::serve(listener, &gateway)?;
-    follow(&gateway, Duration::from_secs(30)).await;
+    follow(&gateway, Duration::from_secs(30), stop).await;
     http.stop().await;
     gateway.shutdown().await;
     sim.shutdown().await;

@@ -31,6 +31,8 @@ pub fn check(path: &Path) -> anyhow::Result<()> {
 
 /// `archipel run --config FILE`: runs until Ctrl-C or SIGTERM.
 pub async fn run(path: &Path) -> anyhow::Result<()> {
+    // First: a SIGTERM while the store opens is then a clean stop, not a kill.
+    let stop = shutdown_signal();
     let config = load(path)?;
     // What is in force, environment overrides included: the file alone does not tell.
     println!("{} starting with this configuration:", clock());
@@ -38,7 +40,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     let listener = open_http(&config.http.listen_addr()).await?;
     let gateway = Gateway::start(config).await?;
     let http = Http::serve(listener, &gateway)?;
-    follow(&gateway, SUMMARY_EVERY).await;
+    follow(&gateway, SUMMARY_EVERY, stop).await;
     println!("{}", summary_line(&gateway).await);
     http.stop().await;
     gateway.shutdown().await;
@@ -86,13 +88,13 @@ impl Http {
 /// How often `run` prints its summary (said in `--help`).
 pub const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 
-/// Prints one line per relayed message and a summary every `every`, until stopped.
-pub async fn follow(gateway: &Gateway, every: Duration) {
+/// Prints one line per relayed message and a summary every `every`, until `stop` resolves
+/// (a [`shutdown_signal`]).
+pub async fn follow(gateway: &Gateway, every: Duration, stop: impl Future<Output = ()>) {
     let mut activity = gateway.activity();
     let mut summary = tokio::time::interval(every);
     summary.tick().await;
     let mut drops = DropNotices::default();
-    let stop = shutdown_signal();
     tokio::pin!(stop);
     loop {
         tokio::select! {

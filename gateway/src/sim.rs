@@ -57,13 +57,13 @@ pub fn print_radios(sim: &Simulator) {
 
 /// Runs the simulator until Ctrl-C or SIGTERM.
 pub async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
+    let stop = crate::shutdown_signal();
     let config = load(path.as_deref())?;
     let sim = Simulator::start(config)
         .await
         .context("cannot start the simulator")?;
     print_radios(&sim);
     let mut events = sim.events();
-    let stop = crate::shutdown_signal();
     tokio::pin!(stop);
     loop {
         tokio::select! {

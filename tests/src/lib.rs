@@ -218,6 +218,30 @@ impl Running {
         }
     }
 
+    /// The child's process id.
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Waits up to `limit` for the child to exit by itself (SIGKILL after that) and says
+    /// whether it exited cleanly.
+    pub fn wait_exit(mut self, limit: Duration) -> bool {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        match rx.recv_timeout(limit) {
+            Ok(status) => status.is_ok_and(|s| s.success()),
+            Err(_) => {
+                kill(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = rx.recv();
+                false
+            }
+        }
+    }
+
     /// Stops the child now (SIGTERM) and says whether it exited cleanly in time.
     pub fn stop(mut self) -> bool {
         self.child
