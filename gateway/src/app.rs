@@ -17,7 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use archipel_adapters::mqtt::{self, MqttHandle};
 use archipel_adapters::peer::{
-    self, IdentityError, PeerAcceptor, PeerHandle, PeerLinkConfig, PeerListener, TransportError,
+    self, AcceptorCounters, IdentityError, PeerAcceptor, PeerCounters, PeerHandle, PeerLinkConfig,
+    PeerListener, TransportError,
 };
 use archipel_adapters::radio::{self, Attachment, RadioConfig, RadioHandle};
 use archipel_adapters::xmpp::{self, XmppHandle};
@@ -114,6 +115,9 @@ pub struct Gateway {
     tasks: Vec<JoinHandle<()>>,
     /// Every endpoint's link, shut down after the workers.
     links: Vec<Link>,
+    /// The federation listener's counters, when it listens: its refusals of unknown keys
+    /// belong in the summary beside the refusals each peer link counts.
+    acceptor: Option<Arc<AcceptorCounters>>,
 }
 
 impl Gateway {
@@ -284,6 +288,7 @@ impl Gateway {
             links.push(Link::Xmpp(handle));
         }
 
+        let mut acceptor_counters = None;
         if config.federated() {
             let identity = config.identity()?;
             let mut by_key = HashMap::new();
@@ -321,6 +326,7 @@ impl Gateway {
                 info!(listen = %addr, key = %identity.public_key(),
                       fingerprint = %identity.public_key().fingerprint(), "federation listening");
                 let acceptor = PeerAcceptor::new(listener, by_key);
+                acceptor_counters = Some(acceptor.counters());
                 let mut stop = stop_rx.clone();
                 tasks.push(tokio::spawn(async move {
                     tokio::select! {
@@ -351,6 +357,7 @@ impl Gateway {
             stop,
             tasks,
             links,
+            acceptor: acceptor_counters,
         })
     }
 
@@ -376,6 +383,25 @@ impl Gateway {
     /// Every mesh node the radios heard (names, presence, what direct messages wait for).
     pub fn nodes(&self) -> &Arc<NodeDirectory> {
         &self.nodes
+    }
+
+    /// Connections refused for a key: inbound ones proving a key no `[[peer]]` lists, and
+    /// dials where the neighbour presented another key than configured or refused ours. Read
+    /// from the adapters' own counters, so nothing counts a refusal twice.
+    pub fn refused(&self) -> u64 {
+        let inbound = self
+            .acceptor
+            .as_ref()
+            .map_or(0, |c| PeerCounters::get(&c.unknown_keys));
+        let dialled: u64 = self
+            .links
+            .iter()
+            .filter_map(|l| match l {
+                Link::Peer(p) => Some(PeerCounters::get(&p.counters().refusals)),
+                _ => None,
+            })
+            .sum();
+        inbound + dialled
     }
 
     /// Messages waiting, over all destinations.
