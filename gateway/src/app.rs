@@ -17,7 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use archipel_adapters::mqtt::{self, MqttHandle};
 use archipel_adapters::peer::{
-    self, IdentityError, PeerAcceptor, PeerHandle, PeerLinkConfig, PeerListener, TransportError,
+    self, IdentityError, PeerAcceptor, PeerCounters, PeerHandle, PeerLinkConfig, PeerListener,
+    TransportError,
 };
 use archipel_adapters::radio::{self, Attachment, RadioConfig, RadioHandle};
 use archipel_adapters::xmpp::{self, XmppHandle};
@@ -429,6 +430,26 @@ impl Gateway {
     /// Every mesh node the radios heard (names, presence, what direct messages wait for).
     pub fn nodes(&self) -> &Arc<NodeDirectory> {
         &self.nodes
+    }
+
+    /// Connections refused for a key: inbound ones proving a key no `[[peer]]` lists, and
+    /// dials where the neighbour presented another key than configured or refused ours. Read
+    /// from the adapters' own counters, so nothing counts a refusal twice.
+    pub fn refused(&self) -> u64 {
+        let inbound = self
+            .view
+            .acceptor
+            .as_ref()
+            .map_or(0, |c| PeerCounters::get(&c.unknown_keys));
+        let dialled: u64 = self
+            .links
+            .iter()
+            .filter_map(|l| match l {
+                Link::Peer(p) => Some(PeerCounters::get(&p.counters().refusals)),
+                _ => None,
+            })
+            .sum();
+        inbound + dialled
     }
 
     /// Messages waiting, over all destinations.

@@ -158,10 +158,11 @@ pub async fn summary_line(gateway: &Gateway) -> String {
             .unwrap_or_else(|| "-".into())
     };
     format!(
-        "{} summary: relayed {}, deduplicated {}, dropped {dropped}, expired {}, overflowed {}, undeliverable {}, queued {} ({}), commit p50/p99 {}/{} ms, airtime used {}; endpoints {}",
+        "{} summary: relayed {}, deduplicated {}, dropped {dropped}, refused {}, expired {}, overflowed {}, undeliverable {}, queued {} ({}), commit p50/p99 {}/{} ms, airtime used {}; endpoints {}",
         clock(),
         Stats::get(&s.relayed),
         Stats::get(&s.duplicates),
+        gateway.refused(),
         Stats::get(&s.expired),
         Stats::get(&s.overflowed),
         Stats::get(&s.undeliverable),
