@@ -11,6 +11,8 @@
 
 #![allow(dead_code)] // each bench uses a part of this module
 
+pub mod hubs;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
