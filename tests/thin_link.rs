@@ -56,12 +56,12 @@ fn drain(tag: &str, messages: u64, loss_percent: Option<u8>) -> Drained {
         link.a.drop_sent(percent);
     }
     let listen = SocketAddr::new(link.b.address.into(), PEER_PORT);
-    let hubs = Hubs::write(&dir.0, &archipel_bin(), listen, messages);
+    let hubs = Hubs::write(&dir.0, &archipel_bin(), listen, messages, None);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    runtime.block_on(hubs.prefill(messages));
+    runtime.block_on(hubs.prefill(messages, common::PAYLOAD));
 
     let (before, before_b) = (link.a.counters(), link.b.counters());
     let start_in = |end: &End, config: &std::path::Path, log: &str| {
@@ -169,6 +169,11 @@ fn check_and_report(what: &str, messages: u64, d: &Drained) {
         d.wire.total() as f64 / messages as f64,
         d.wire_b.rx,
         d.wire_b.tx,
+    );
+    println!(
+        "{what}: {} packets sent and {} received on A's device; TCP retransmitted {} segments \
+         at A, {} at B",
+        d.wire.tx_packets, d.wire.rx_packets, d.wire.retransmits, d.wire_b.retransmits
     );
     println!("{what}: B's last summary: {}", d.b_summary);
 }

@@ -22,6 +22,9 @@
 //!
 //! Settings: `ARCHIPEL_BENCH_MESSAGES` (1,000,000 over loopback; 0 skips that part),
 //! `ARCHIPEL_BENCH_THIN_MESSAGES` (10,000 over the thin link; 0 skips it),
+//! `ARCHIPEL_BENCH_THIN_TEXT_BYTES` (60: the length of each text on the thin link; 33 makes
+//! the 60-byte packets of the frame format's own example), `ARCHIPEL_BENCH_THIN_WINDOW_KIB` (B's `[federation] window_kib` on the thin link; the
+//! default window when unset),
 //! `ARCHIPEL_BENCH_LIMIT_SECS` (1,800 per part: the bench gives up past it), `ARCHIPEL_BIN`
 //! (target/release/archipel).
 
@@ -38,49 +41,76 @@ use archipel_e2e::netns::{Shape, Veth};
 use common::hubs::{Hubs, peak_rss_kib};
 use common::{BenchDir, Process, Tally, rate, secs, setting};
 
+/// One part's settings.
+struct Part {
+    /// Messages in the backlog (0: the part is skipped).
+    messages: u64,
+    /// Length of each text.
+    text_bytes: usize,
+    /// B's `[federation] window_kib`, when not the default.
+    window_kib: Option<u32>,
+    /// The part gives up past this.
+    limit: Duration,
+}
+
 fn main() {
-    let messages: u64 = setting("ARCHIPEL_BENCH_MESSAGES", 1_000_000);
-    let thin: u64 = setting("ARCHIPEL_BENCH_THIN_MESSAGES", 10_000);
     let limit = Duration::from_secs(setting("ARCHIPEL_BENCH_LIMIT_SECS", 1_800));
+    let loopback_part = Part {
+        messages: setting("ARCHIPEL_BENCH_MESSAGES", 1_000_000),
+        text_bytes: common::PAYLOAD,
+        window_kib: None,
+        limit,
+    };
+    let window_kib: u32 = setting("ARCHIPEL_BENCH_THIN_WINDOW_KIB", 0);
+    let thin_part = Part {
+        messages: setting("ARCHIPEL_BENCH_THIN_MESSAGES", 10_000),
+        text_bytes: setting("ARCHIPEL_BENCH_THIN_TEXT_BYTES", common::PAYLOAD),
+        window_kib: (window_kib > 0).then_some(window_kib),
+        limit,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    if messages > 0 {
-        runtime.block_on(loopback(messages, limit));
+    if loopback_part.messages > 0 {
+        runtime.block_on(loopback(&loopback_part));
     }
-    if thin > 0 {
-        runtime.block_on(thin_link(thin, limit));
+    if thin_part.messages > 0 {
+        runtime.block_on(thin_link(&thin_part));
     }
 }
 
-async fn loopback(messages: u64, limit: Duration) {
+async fn loopback(part: &Part) {
     let what = "federation over loopback";
     let dir = BenchDir::new("bench-federation");
     let listen = SocketAddr::from(([127, 0, 0, 1], archipel_e2e::free_port()));
-    let hubs = prepare(what, &dir, listen, messages).await;
-    let d = run(&dir, &hubs, messages, limit, |config, log| {
+    let hubs = prepare(what, &dir, listen, part).await;
+    let d = run(&dir, &hubs, part, |config, log| {
         Process::gateway(config, log)
     });
     println!(
-        "{what}: {messages} acknowledged in {}: {} from A's start (first `relayed` {} after \
-         it)",
+        "{what}: {} acknowledged in {}: {} from A's start (first `relayed` {} after it)",
+        part.messages,
         secs(d.took),
-        rate(messages, d.took),
+        rate(part.messages, d.took),
         secs(d.first)
     );
     report(what, &d);
-    check(&hubs, messages).await;
+    check(&hubs, part.messages).await;
 }
 
-async fn thin_link(messages: u64, limit: Duration) {
-    let what = "federation over 9,600 bit/s";
+async fn thin_link(part: &Part) {
+    let what = match part.window_kib {
+        Some(k) => format!("federation over 9,600 bit/s, window {k} KiB"),
+        None => "federation over 9,600 bit/s".to_owned(),
+    };
+    let what = what.as_str();
     let dir = BenchDir::new("bench-federation-thin");
     let link = Veth::new("bench", Some(Shape::THIN_9600));
     let listen = SocketAddr::new(link.b.address.into(), 4404);
-    let hubs = prepare(what, &dir, listen, messages).await;
+    let hubs = prepare(what, &dir, listen, part).await;
     let before = link.a.counters();
-    let d = run(&dir, &hubs, messages, limit, |config, log| {
+    let d = run(&dir, &hubs, part, |config, log| {
         let end = if config == hubs.a_config.as_path() {
             &link.a
         } else {
@@ -91,30 +121,41 @@ async fn thin_link(messages: u64, limit: Duration) {
         Process::spawn(cmd, "archipel run", log)
     });
     let wire = link.a.counters().since(before);
+    let n = part.messages;
     println!(
-        "{what}: {messages} acknowledged in {}: {}; A's device sent {} bytes and received {}: \
+        "{what}: {n} acknowledged in {}: {}; A's device sent {} bytes and received {}: \
          {:.1} bytes per message both ways ({:.1} sent, {:.1} received)",
         secs(d.took),
-        rate(messages, d.took),
+        rate(n, d.took),
         wire.tx,
         wire.rx,
-        wire.total() as f64 / messages as f64,
-        wire.tx as f64 / messages as f64,
-        wire.rx as f64 / messages as f64,
+        wire.total() as f64 / n as f64,
+        wire.tx as f64 / n as f64,
+        wire.rx as f64 / n as f64,
+    );
+    println!(
+        "{what}: {} packets sent and {} received on A's device; TCP retransmitted {} segments \
+         at A",
+        wire.tx_packets, wire.rx_packets, wire.retransmits
     );
     report(what, &d);
-    check(&hubs, messages).await;
+    check(&hubs, n).await;
     drop(link);
 }
 
 /// Writes both hubs' configs and prefills A.
-async fn prepare(what: &str, dir: &BenchDir, listen: SocketAddr, messages: u64) -> Hubs {
-    let hubs = Hubs::write(&dir.0, &common::archipel_bin(), listen, messages);
+async fn prepare(what: &str, dir: &BenchDir, listen: SocketAddr, part: &Part) -> Hubs {
+    let bin = common::archipel_bin();
+    let hubs = Hubs::write(&dir.0, &bin, listen, part.messages, part.window_kib);
     let started = Instant::now();
-    hubs.prefill(messages).await;
+    hubs.prefill(part.messages, part.text_bytes).await;
+    // What the peer protocol carries per message: the whole Meshtastic packet, not its text.
+    let packet = common::backlog_packet(0, part.text_bytes).encode().len();
     println!(
-        "{what}: {messages} texts of {} bytes queued on A for B in {} ({} store bytes)",
-        common::PAYLOAD,
+        "{what}: {} texts of {} bytes ({packet}-byte packets) queued on A for B in {} ({} \
+         store bytes)",
+        part.messages,
+        part.text_bytes,
         secs(started.elapsed()),
         common::store_bytes(&hubs.a_store)
     );
@@ -139,13 +180,8 @@ struct Drain {
 
 /// Starts B, then A (each with `spawn(config, log)`), and reads A's lines until every
 /// message was acknowledged; stops both.
-fn run(
-    dir: &BenchDir,
-    hubs: &Hubs,
-    messages: u64,
-    limit: Duration,
-    spawn: impl Fn(&Path, &Path) -> Process,
-) -> Drain {
+fn run(dir: &BenchDir, hubs: &Hubs, part: &Part, spawn: impl Fn(&Path, &Path) -> Process) -> Drain {
+    let (messages, limit) = (part.messages, part.limit);
     let b = spawn(&hubs.b_config, &dir.join("b-gateway.log"));
     let b_pid = b.pid();
     // B prints a `queued` line per message: read them on a thread of their own so its pipe

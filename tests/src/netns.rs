@@ -32,29 +32,30 @@ impl End {
         cmd
     }
 
-    /// The device's counters now, read inside its namespace (`ip netns exec` mounts that
-    /// namespace's /sys for the command).
+    /// The device's counters and the namespace's TCP retransmissions now, read inside it
+    /// (`ip netns exec` mounts that namespace's /sys for the command, and /proc/net is the
+    /// namespace's own).
     pub fn counters(&self) -> Counters {
         let stats = format!("/sys/class/net/{}/statistics", self.device);
+        let files = ["tx_bytes", "rx_bytes", "tx_packets", "rx_packets"];
         let out = run(Command::new("ip")
-            .args(["netns", "exec", &self.namespace])
-            .args([
-                "cat".to_owned(),
-                format!("{stats}/tx_bytes"),
-                format!("{stats}/rx_bytes"),
-            ]));
-        let mut values = out.split_whitespace().map(|v| {
-            v.parse::<u64>()
-                .unwrap_or_else(|e| panic!("counter {v:?} of {}: {e}", self.device))
-        });
-        let mut next = || {
-            values
-                .next()
-                .unwrap_or_else(|| panic!("two counters of {} in {out:?}", self.device))
+            .args(["netns", "exec", &self.namespace, "cat"])
+            .args(files.map(|f| format!("{stats}/{f}")))
+            .arg("/proc/net/snmp"));
+        let mut lines = out.lines();
+        let mut next = || -> u64 {
+            let line = lines.next().unwrap_or_default();
+            line.trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("a counter of {} in {line:?}: {e}", self.device))
         };
+        let (tx, rx, tx_packets, rx_packets) = (next(), next(), next(), next());
         Counters {
-            tx: next(),
-            rx: next(),
+            tx,
+            rx,
+            tx_packets,
+            rx_packets,
+            retransmits: snmp(&out, "Tcp:", "RetransSegs"),
         }
     }
 
@@ -90,6 +91,13 @@ pub struct Counters {
     pub tx: u64,
     /// Bytes it received (`rx_bytes`).
     pub rx: u64,
+    /// Packets it sent.
+    pub tx_packets: u64,
+    /// Packets it received.
+    pub rx_packets: u64,
+    /// TCP segments the namespace sent again (`RetransSegs`): on a thin link, what TCP's
+    /// recovery adds to the bytes.
+    pub retransmits: u64,
 }
 
 impl Counters {
@@ -103,6 +111,9 @@ impl Counters {
         Counters {
             tx: self.tx - before.tx,
             rx: self.rx - before.rx,
+            tx_packets: self.tx_packets - before.tx_packets,
+            rx_packets: self.rx_packets - before.rx_packets,
+            retransmits: self.retransmits - before.retransmits,
         }
     }
 }
@@ -221,6 +232,22 @@ impl Drop for Veth {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
     }
+}
+
+/// The value of `field` in the `prefix` table of `/proc/net/snmp` text (a line of names, then
+/// a line of values).
+fn snmp(text: &str, prefix: &str, field: &str) -> u64 {
+    let mut rows = text.lines().filter(|l| l.starts_with(prefix));
+    let (names, values) = (
+        rows.next().unwrap_or_default(),
+        rows.next().unwrap_or_default(),
+    );
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == field)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} {field} in /proc/net/snmp"))
 }
 
 /// Runs `cmd` to completion; its standard output, or a panic naming the command line and

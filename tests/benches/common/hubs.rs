@@ -29,8 +29,16 @@ pub struct Hubs {
 
 impl Hubs {
     /// Writes both configs into `dir` for a backlog of `messages`, B listening on `listen`
-    /// (and A dialling it there); `bin` makes each hub's key (`archipel identity`).
-    pub fn write(dir: &Path, bin: &Path, listen: SocketAddr, messages: u64) -> Hubs {
+    /// (and A dialling it there), B letting A send `window_kib` ahead when given (its
+    /// `[federation] window_kib`; the default otherwise); `bin` makes each hub's key
+    /// (`archipel identity`).
+    pub fn write(
+        dir: &Path,
+        bin: &Path,
+        listen: SocketAddr,
+        messages: u64,
+        window_kib: Option<u32>,
+    ) -> Hubs {
         let a_store = dir.join("a").join("store.sqlite");
         let b_store = dir.join("b").join("store.sqlite");
         let a_config = dir.join("a-gateway.toml");
@@ -59,8 +67,9 @@ impl Hubs {
              [[route]]\nchannel = \"{CHANNEL}\"\nfrom = [\"{SOURCE}\"]\nto = [\"{HUB_B}\"]\n\
              one_way = true\n"
         );
+        let window = window_kib.map_or(String::new(), |k| format!("window_kib = {k}\n"));
         let b = format!(
-            "{b}\n[federation]\nlisten = \"{listen}\"\n\n[[peer]]\nname = \"hub-a\"\n\
+            "{b}\n[federation]\nlisten = \"{listen}\"\n{window}\n[[peer]]\nname = \"hub-a\"\n\
              key = \"{a_key}\"\n\n[[route]]\nchannel = \"{CHANNEL}\"\nfrom = [\"hub-a\"]\n\
              to = [\"{SINK}\"]\none_way = true\n"
         );
@@ -74,10 +83,18 @@ impl Hubs {
         }
     }
 
-    /// Puts `messages` 60-byte texts into A's store, queued for B, the way A's router queues
-    /// what its radio hears.
-    pub async fn prefill(&self, messages: u64) {
-        super::prefill(&self.a_config, &self.a_store, SOURCE, CHANNEL, messages).await;
+    /// Puts `messages` texts of `text_bytes` into A's store, queued for B, the way A's router
+    /// queues what its radio hears.
+    pub async fn prefill(&self, messages: u64, text_bytes: usize) {
+        super::prefill_sized(
+            &self.a_config,
+            &self.a_store,
+            SOURCE,
+            CHANNEL,
+            messages,
+            text_bytes,
+        )
+        .await;
     }
 
     /// What is left queued: A's deliveries to B, and B's to its radio (read with both
