@@ -150,7 +150,9 @@ async fn prepare(what: &str, dir: &BenchDir, listen: SocketAddr, part: &Part) ->
     let started = Instant::now();
     hubs.prefill(part.messages, part.text_bytes).await;
     // What the peer protocol carries per message: the whole Meshtastic packet, not its text.
-    let packet = common::backlog_packet(0, part.text_bytes).encode().len();
+    let packet = common::backlog::backlog_packet(0, part.text_bytes)
+        .encode()
+        .len();
     println!(
         "{what}: {} texts of {} bytes ({packet}-byte packets) queued on A for B in {} ({} \
          store bytes)",

@@ -86,7 +86,7 @@ impl Hubs {
     /// Puts `messages` texts of `text_bytes` into A's store, queued for B, the way A's router
     /// queues what its radio hears.
     pub async fn prefill(&self, messages: u64, text_bytes: usize) {
-        super::prefill_sized(
+        super::backlog::prefill_sized(
             &self.a_config,
             &self.a_store,
             SOURCE,
