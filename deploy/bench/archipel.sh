@@ -8,6 +8,9 @@
 #   ingest_live       the same 100k published while the gateway is connected
 #   enqueue_latency   1,000 msg/s of downlink for 30 s: commit p50/p99, and from outside
 #   mesh_io           bytes written and fsyncs per relayed message at mesh rates (3 min)
+#   federation        1M queued texts drained hub to hub over loopback, then 10k over a
+#                     9,600 bit/s veth link (root: network namespaces; about 25 minutes)
+#   bridge_thin       mosquitto-thin.sh: Mosquitto's bridge, TLS, over the same 9,600 bit/s link
 #
 # Usage: deploy/bench/archipel.sh [NAME...]   (default: all of them, in this order)
 #
@@ -20,7 +23,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
-all=(bridge drain_mqtt ingest_backlog ingest_live enqueue_latency mesh_io)
+all=(bridge drain_mqtt ingest_backlog ingest_live enqueue_latency mesh_io federation bridge_thin)
 [ "$#" -gt 0 ] && all=("$@")
 
 cargo_locked() {
@@ -50,6 +53,8 @@ for name in "${all[@]}"; do
         ingest_live) ARCHIPEL_BENCH_LIVE=1 "$(exe ingest_mqtt)" || echo "(ingest_live did not finish)" ;;
         enqueue_latency) "$(exe enqueue_latency)" ;;
         mesh_io) "$(exe mesh_io)" ;;
-        *) printf 'unknown bench %s (one of: bridge drain_mqtt ingest_backlog ingest_live enqueue_latency mesh_io)\n' "$name" >&2; exit 2 ;;
+        federation) "$(exe federation)" ;;
+        bridge_thin) deploy/bench/mosquitto-thin.sh ;;
+        *) printf 'unknown bench %s (one of: %s)\n' "$name" "bridge drain_mqtt ingest_backlog ingest_live enqueue_latency mesh_io federation bridge_thin" >&2; exit 2 ;;
     esac
 done

@@ -103,6 +103,7 @@ pids+=("$!")
 b_pid="$!"
 "$MOSQUITTO" -c "$work/a.conf" 2>"$work/a.log" &
 pids+=("$!")
+a_pid="$!"
 wait_port "$PB"
 wait_port "$PA"
 wait_line "$work/a.log" "not authorised" 15
@@ -143,3 +144,6 @@ awk -v n="$COUNT" -v first="$first" -v last="$last" -v opened="$opened" 'BEGIN {
         n, last - first, n / (last - first)
     printf "(%.2f s from letting the bridge in, its reconnect delay included)\n", last - opened
 }'
+# Peak resident memory of each broker over the whole run, the backlog held in A's memory.
+hwm() { sed -n 's/^VmHWM:[[:space:]]*//p' "/proc/$1/status"; }
+printf 'mosquitto bridge: peak RSS (VmHWM) broker A %s, broker B %s\n' "$(hwm "$a_pid")" "$(hwm "$b_pid")"

@@ -82,7 +82,7 @@ async fn bench(messages: u64) {
         .expect("config written");
 
     let started = Instant::now();
-    common::prefill(&config_path, &store_path, "north", "LongFast", messages).await;
+    common::backlog::prefill(&config_path, &store_path, "north", "LongFast", messages).await;
     let prefill_time = started.elapsed();
     let queued = common::queued_in_store(&store_path).await;
     assert_eq!(

@@ -219,7 +219,7 @@ async fn backlog(messages: u64) {
     let config_path = dir.path("gateway.toml");
     std::fs::write(&config_path, backlog_config(&dir, &prosody, messages)).expect("config");
     let store_path = dir.path("store.sqlite");
-    common::prefill(&config_path, &store_path, "north", "Harbour", messages).await;
+    common::backlog::prefill(&config_path, &store_path, "north", "Harbour", messages).await;
 
     let mut gw = Gateway::start(&dir, &config_path, None);
     let mark = gw.mark();

@@ -241,8 +241,14 @@ impl Gateway {
             Some(point) => cmd.env("ARCHIPEL_CRASH_AT", point),
             None => cmd.env_remove("ARCHIPEL_CRASH_AT"),
         };
+        Gateway::spawn(cmd, &dir.path(log))
+    }
+
+    /// `cmd`, an `archipel run` however it is started (inside a network namespace, say), its
+    /// log in `log`.
+    pub fn spawn(cmd: Command, log: &Path) -> Gateway {
         Gateway {
-            process: Watched::spawn(cmd, "archipel run", &dir.path(log)),
+            process: Watched::spawn(cmd, "archipel run", log),
             lines: Vec::new(),
         }
     }

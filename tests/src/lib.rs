@@ -4,6 +4,7 @@
 
 pub mod bridge;
 pub mod mosquitto;
+pub mod netns;
 pub mod prometheus;
 pub mod prosody;
 pub mod relay;

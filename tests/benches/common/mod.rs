@@ -11,6 +11,9 @@
 
 #![allow(dead_code)] // each bench uses a part of this module
 
+pub mod backlog;
+pub mod hubs;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -54,13 +57,6 @@ pub fn archipel_bin() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-/// A 60-byte text, unique for `i`.
-pub fn text(i: u64) -> String {
-    let mut t = format!("archipel bench {i:012} ");
-    t.push_str(&"x".repeat(PAYLOAD - t.len()));
-    t
 }
 
 /// A loopback port nothing listens on (a radio that is down: connections are refused).
@@ -532,7 +528,7 @@ pub fn downlink_sender(i: u64) -> u32 {
 pub fn downlink_envelope(i: u64) -> Vec<u8> {
     use mesh_core::envelope::{Envelope, GatewayId};
     use mesh_core::{ChannelKey, NodeId, Packet};
-    let mut packet = Packet::text_message(NodeId::BROADCAST, 0, &text(i));
+    let mut packet = Packet::text_message(NodeId::BROADCAST, 0, &backlog::text(i));
     let meta = packet.meta_mut();
     meta.from = downlink_sender(i);
     meta.id = (i + 1) as u32;
@@ -595,52 +591,4 @@ pub fn mqtt_reconnects(log: &Path) -> usize {
         .lines()
         .filter(|l| l.contains("MQTT link down"))
         .count()
-}
-
-/// Puts `messages` texts heard on endpoint `source`, channel `channel`, into the store at
-/// `store_path`, routed by the same `Router` the binary builds from the config at
-/// `config_path`, accepted in batches of 1,000: a backlog made the way the gateway makes it.
-/// 256 senders, ids unique per sender, as a busy mesh would have them.
-pub async fn prefill(
-    config_path: &Path,
-    store_path: &Path,
-    source: &str,
-    channel: &str,
-    messages: u64,
-) {
-    use archipel_gateway::config::Config;
-    use archipel_gateway::router::{Decision, Heard, Router};
-    use archipel_gateway::store::{Store, StoreConfig};
-    use mesh_core::{NodeId, Packet};
-
-    let config = Config::load(config_path).unwrap_or_else(|e| panic!("bench config: {e}"));
-    let router = Router::new(&config);
-    let store = Store::open(StoreConfig::new(store_path, u64::MAX))
-        .await
-        .expect("store opens");
-    let now = archipel_gateway::app::now_ms();
-    let mut batch = Vec::with_capacity(1000);
-    for i in 0..messages {
-        let mut packet = Packet::text_message(NodeId::BROADCAST, 0, &text(i));
-        let meta = packet.meta_mut();
-        meta.from = 0x1000_0000 + (i % 256) as u32;
-        meta.id = (i / 256 + 1) as u32;
-        (meta.hop_limit, meta.hop_start) = (3, 3);
-        let heard = Heard {
-            source,
-            channel,
-            packet: &packet,
-            local: None,
-            federated: None,
-        };
-        match router.route(heard, now) {
-            Decision::Relay(inbound) => batch.push(inbound),
-            Decision::Ignore(why) => panic!("the router ignores message {i}: {}", why.as_str()),
-        }
-        if batch.len() == 1000 || i + 1 == messages {
-            store.accept(&batch, now).await.expect("accept");
-            batch.clear();
-        }
-    }
-    store.close().await;
 }
