@@ -3,11 +3,9 @@
 //! `archipel identity`). What is checked is what the people on each mesh see (the test's own
 //! radios A2 and B2) and what the hubs print.
 
-use std::path::Path;
-
 use archipel_adapters::peer::PeerKey;
 use archipel_e2e::bridge::*;
-use archipel_e2e::{MeshClient, free_port, run_archipel};
+use archipel_e2e::{MeshClient, free_port};
 
 /// Both meshes use north's channels (Harbour on the default key, ops), so a text crosses on
 /// its own channel name.
@@ -22,19 +20,6 @@ fn world(ports: (u16, u16), gw: u32, person: u32, name: &str) -> String {
             node(person, &format!("{name} person"), Some(ports.1), None),
         ],
     )
-}
-
-/// `archipel identity` for the hub whose config is `config`: its key.
-fn identity(config: &Path) -> PeerKey {
-    let (ok, out, err) = run_archipel(
-        &["identity", "--config", &config.display().to_string()],
-        LIMIT,
-    );
-    assert!(ok, "archipel identity failed: {err}");
-    out.lines()
-        .next()
-        .and_then(|l| l.parse().ok())
-        .unwrap_or_else(|| panic!("no key printed: {out}"))
 }
 
 /// One hub's config: radio `radio` on `port`, and its `[[peer]]`/`[federation]` text.

@@ -20,13 +20,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use archipel_adapters::peer::PeerKey;
 use archipel_e2e::bridge::*;
+use archipel_e2e::free_port;
 use archipel_e2e::mosquitto::{BrokerOptions, Mosquitto, Subscriber};
-use archipel_e2e::{free_port, run_archipel};
 use archipel_gateway::store::{Store, StoreConfig};
 use mesh_core::{ChannelKey, Class, Envelope, GatewayId, NodeId, Packet, PacketId, proto};
 use nix::sys::signal::Signal;
@@ -65,19 +65,6 @@ struct Hubs {
     /// Runs started so far, for log names.
     runs: usize,
     dir: Scratch,
-}
-
-/// `archipel identity` for the hub whose config is `config`: its key.
-fn identity(config: &Path) -> PeerKey {
-    let (ok, out, err) = run_archipel(
-        &["identity", "--config", &config.display().to_string()],
-        LIMIT,
-    );
-    assert!(ok, "archipel identity failed: {err}");
-    out.lines()
-        .next()
-        .and_then(|l| l.parse().ok())
-        .unwrap_or_else(|| panic!("no key printed: {out}"))
 }
 
 fn write_config(

@@ -3,7 +3,7 @@
 //! (so tests run side by side on free ports), and what the people on each mesh see is checked
 //! with the test's own radio links.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use archipel_adapters::peer::PeerKey;
 use archipel_e2e::bridge::*;
@@ -31,19 +31,6 @@ fn write(dir: &Scratch, name: &str, text: &str) -> PathBuf {
     let path = dir.path(name);
     std::fs::write(&path, text).expect("config written");
     path
-}
-
-/// The key `archipel identity` prints for the hub whose config is `config`.
-fn identity(config: &Path) -> PeerKey {
-    let (ok, out, err) = run_archipel(
-        &["identity", "--config", &config.display().to_string()],
-        LIMIT,
-    );
-    assert!(ok, "archipel identity failed: {err}");
-    out.lines()
-        .next()
-        .and_then(|l| l.parse().ok())
-        .unwrap_or_else(|| panic!("no key printed: {out}"))
 }
 
 /// `config` with its one `key = "archipel:..."` line naming `key` instead.

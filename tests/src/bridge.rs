@@ -787,3 +787,17 @@ pub fn fullest_window(relays: &[(Instant, Duration)], window: Duration) -> Durat
         .max()
         .unwrap_or_default()
 }
+
+/// The key `archipel identity` prints for the hub whose config is `config` (making its key
+/// pair on first use): what a neighbour's `[[peer]]` names.
+pub fn identity(config: &Path) -> archipel_adapters::peer::PeerKey {
+    let (ok, out, err) = crate::run_archipel(
+        &["identity", "--config", &config.display().to_string()],
+        LIMIT,
+    );
+    assert!(ok, "archipel identity failed: {err}");
+    out.lines()
+        .next()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or_else(|| panic!("no key printed: {out}"))
+}
