@@ -39,6 +39,7 @@ fn item(channel: u32, origin: u32, hops: u8, len: usize) -> Item {
         origin,
         hops,
         packet: (0..len).map(|i| (i * 7 + channel as usize) as u8).collect(),
+        compact: channel == 3,
     }
 }
 
@@ -52,6 +53,10 @@ fn samples() -> Vec<Frame> {
         Frame::Define(Definition::Origin {
             index: 1023,
             gateway: NodeId::new(7),
+        }),
+        Frame::Define(Definition::Node {
+            index: 4095,
+            node: NodeId::new(0x1234_5678),
         }),
         data(),
         Frame::Ack { up_to: u64::MAX },
@@ -200,7 +205,8 @@ fn invalid_fields_are_named() {
     h.extend([1, 65]);
     h.extend([b'a'; 65]);
     assert_eq!(invalid_what(&body(HELLO, &h)), "channel name");
-    assert_eq!(invalid_what(&body(DEFINE, &[2, 0])), "definition table");
+    assert_eq!(invalid_what(&body(DEFINE, &[3, 0])), "definition table");
+    assert_eq!(invalid_what(&body(DEFINE, &[2, 0, 1, 2])), "node id");
     assert_eq!(
         invalid_what(&body(DEFINE, &[0, 0x80, 0x02, 1, b'a'])),
         "definition index"
@@ -218,7 +224,7 @@ fn invalid_fields_are_named() {
         "first item without channel and origin"
     );
     assert_eq!(
-        invalid_what(&body(DATA, &[1, 0x40, 0, 0, 1, 9])),
+        invalid_what(&body(DATA, &[1, 0x80, 0, 0, 1, 9])),
         "item head"
     );
     assert_eq!(

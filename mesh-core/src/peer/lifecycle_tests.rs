@@ -150,7 +150,7 @@ fn data_before_hello_is_a_protocol_error_naming_it() {
 fn garbage_closes_the_session_naming_the_field() {
     let mut p = Pair::new();
     p.pump();
-    p.b.session.on_bytes(&[0x03, 0x03, 0x01, 0x40, 0x00], p.now);
+    p.b.session.on_bytes(&[0x03, 0x03, 0x01, 0x80, 0x00], p.now);
     p.pump();
     let State::Closing(c) = p.b.session.state() else {
         panic!("{:?}", p.b.session.state())
@@ -180,6 +180,7 @@ fn acks_for_unsent_items_and_undefined_indexes_close_the_session() {
                     origin: 0,
                     hops: 0,
                     packet: vec![1],
+                    compact: false,
                 }],
             }),
             "item with undefined channel index 9",
@@ -192,6 +193,7 @@ fn acks_for_unsent_items_and_undefined_indexes_close_the_session() {
                     origin: 0,
                     hops: 0,
                     packet: vec![1],
+                    compact: false,
                 }],
             }),
             "data starting at 2, expected 1",

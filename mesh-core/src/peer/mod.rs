@@ -19,7 +19,10 @@
 //! Then data flows both ways independently. Each direction has its own tables: a channel
 //! name or an origin gateway crosses once per session (in `Hello` or a `Define`), then as a
 //! one-byte index. Items carry the packet as heard, its channel, its origin and its hop
-//! count; the packet's bytes are never touched (they are ciphertext, and do not compress).
+//! count. From version 2 the packet's header fields (sender, destination, id, hop counts,
+//! the payload's keys) cross in the compact form of [`compact`], rebuilt byte for byte on
+//! the far side; its payload is never touched (ciphertext does not compress, and compressing
+//! a plaintext next to secrets inside TLS would leak through the lengths).
 //!
 //! # Delivery: commit before acknowledge, resume by re-offering
 //!
@@ -62,6 +65,10 @@
 //! | our `Ack`: 5 + 22 + 52 per frame       | 79 / 264 = 0.30                               |
 //! | total                                  | about 65.8 (the goal is at most 80)           |
 //!
+//! A 60-byte *text* is an 85-byte packet as Archipel writes it (87 with larger ids): 92.2 bytes
+//! on the wire in version 1, 75.9 compacted in version 2 (the 256 senders of the test each
+//! defined once per session; checked by the same test).
+//!
 //! A batch closes at 16,368 bytes of items so that a `Data` frame fits one 16 KiB TLS
 //! record, or after a 2 ms linger; on a thin link the backlog fills batches anyway, and a
 //! lone item pays a frame header, a record and a segment of its own (about 140 bytes) but
@@ -69,6 +76,7 @@
 
 mod bytes;
 mod close;
+pub mod compact;
 #[cfg(test)]
 mod compact_tests;
 pub mod frame;

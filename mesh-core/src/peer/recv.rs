@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::compact;
 use super::frame::{self, Data, Definition, Frame};
 use super::session::{Incoming, ProtocolError};
 use crate::node::NodeId;
@@ -18,6 +19,8 @@ pub(crate) struct Inbound {
     channels: Vec<Arc<str>>,
     /// The sender's origin table: its own gateway id, then its definitions.
     origins: Vec<NodeId>,
+    /// The sender's node table, for the `from` of compact packets: its definitions.
+    nodes: Vec<NodeId>,
     /// Packet lengths of items delivered and not yet acknowledged, oldest first; the window
     /// we advertised is checked against them.
     unacked: VecDeque<(u64, usize)>,
@@ -54,6 +57,7 @@ impl Inbound {
             expected: 1,
             channels: channels.iter().map(|c| Arc::from(c.as_str())).collect(),
             origins: vec![gateway],
+            nodes: Vec::new(),
             unacked: VecDeque::new(),
             unacked_bytes: 0,
             committed: 0,
@@ -92,6 +96,17 @@ impl Inbound {
                 }
                 self.origins.push(gateway);
             }
+            Definition::Node { index, node } => {
+                let expected = self.nodes.len();
+                if index as usize != expected {
+                    return Err(ProtocolError::DefineOutOfOrder {
+                        table: "node",
+                        index,
+                        expected,
+                    });
+                }
+                self.nodes.push(node);
+            }
         }
         Ok(())
     }
@@ -104,8 +119,19 @@ impl Inbound {
                 got: data.first,
             });
         }
-        let bytes: usize = data.items.iter().map(|i| i.packet.len()).sum();
-        let items = self.unacked.len() + data.items.len();
+        // The window counts packets as they were offered, so compact ones count rebuilt.
+        let mut packets = Vec::with_capacity(data.items.len());
+        for item in data.items {
+            let packet = if item.compact {
+                compact::unpack(&item.packet, |i| self.nodes.get(i as usize).copied())
+                    .map_err(ProtocolError::Frame)?
+            } else {
+                item.packet
+            };
+            packets.push((item.channel, item.origin, item.hops, packet));
+        }
+        let bytes: usize = packets.iter().map(|(.., p)| p.len()).sum();
+        let items = self.unacked.len() + packets.len();
         if items > self.window_items
             || self.unacked_bytes + bytes > self.window_bytes.max(frame::MAX_PACKET)
         {
@@ -114,22 +140,22 @@ impl Inbound {
                 bytes: self.unacked_bytes + bytes,
             });
         }
-        let mut out = Vec::with_capacity(data.items.len());
-        for (seq, item) in (data.first..).zip(data.items) {
-            let channel = self
+        let mut out = Vec::with_capacity(packets.len());
+        for (seq, (channel, origin, hops, packet)) in (data.first..).zip(packets) {
+            let name = self
                 .channels
-                .get(item.channel as usize)
-                .ok_or(ProtocolError::UnknownChannel(item.channel))?;
+                .get(channel as usize)
+                .ok_or(ProtocolError::UnknownChannel(channel))?;
             let origin = *self
                 .origins
-                .get(item.origin as usize)
-                .ok_or(ProtocolError::UnknownOrigin(item.origin))?;
+                .get(origin as usize)
+                .ok_or(ProtocolError::UnknownOrigin(origin))?;
             out.push(Incoming {
                 seq,
-                channel: Arc::clone(channel),
+                channel: Arc::clone(name),
                 origin,
-                hops: item.hops,
-                packet: item.packet,
+                hops,
+                packet,
             });
         }
         for i in &out {

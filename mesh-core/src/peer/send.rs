@@ -3,8 +3,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::compact;
 use super::frame::{
-    self, Data, Definition, Frame, Item, MAX_CHANNELS, MAX_HOPS, MAX_NAME, MAX_ORIGINS, MAX_PACKET,
+    self, Data, Definition, Frame, Item, MAX_CHANNELS, MAX_HOPS, MAX_NAME, MAX_NODES, MAX_ORIGINS,
+    MAX_PACKET,
 };
 use super::session::{Outgoing, ProtocolError};
 use crate::node::NodeId;
@@ -59,8 +61,9 @@ pub(crate) struct Outbound {
     in_flight_bytes: usize,
     /// Items offered but not yet framed, waiting for the batch to fill or the linger to end.
     pending: Vec<Item>,
-    /// The store keys of `pending`, in the same order.
-    pending_keys: Vec<u64>,
+    /// The store keys of `pending` and their packets' lengths as offered (what the window
+    /// counts, on both sides, whatever form the packet crosses in), in the same order.
+    pending_keys: Vec<(u64, usize)>,
     /// Bytes the items of `pending` take in a `Data` frame.
     pending_frame_bytes: usize,
     /// Packet bytes of `pending`, for the byte window.
@@ -75,6 +78,11 @@ pub(crate) struct Outbound {
     channels: HashMap<String, u32>,
     /// Origin gateways this side has defined, so an id crosses once per session.
     origins: HashMap<NodeId, u32>,
+    /// Whether the far side reads compact packets (protocol version 2).
+    compact: bool,
+    /// Senders this side has defined for compact packets, so a `from` crosses once per
+    /// session and then as a one- or two-byte index.
+    nodes: HashMap<NodeId, u32>,
     /// The linger: how long an item may wait for company before its batch is sent.
     linger: Duration,
     /// A batch is sent once its items take this many bytes, so a frame fits one TLS record.
@@ -91,6 +99,7 @@ impl Outbound {
         window_bytes: u32,
         linger: Duration,
         batch_bytes: usize,
+        compact: bool,
     ) -> Outbound {
         Outbound {
             next_seq: 1,
@@ -106,6 +115,8 @@ impl Outbound {
             window_bytes: window_bytes.clamp(MAX_PACKET as u32, MAX_WINDOW_BYTES) as usize,
             channels: channels.iter().cloned().zip(0..).collect(),
             origins: HashMap::from([(gateway, 0)]),
+            compact,
+            nodes: HashMap::new(),
             linger,
             batch_bytes: batch_bytes.clamp(MAX_PACKET + 16, frame::MAX_FRAME - 16),
         }
@@ -161,19 +172,24 @@ impl Outbound {
                 what: "more origin gateways than a session can name",
             });
         };
+        let (packet, compact) = match self.compacted(&item.packet, tx) {
+            Some(compact) => (compact, true),
+            None => (item.packet, false),
+        };
         let previous = self.pending.last().map(|p| (p.channel, p.origin));
-        let mut size = frame::item_size(channel, origin, len, previous);
+        let mut size = frame::item_size(channel, origin, packet.len(), previous);
         if self.pending_frame_bytes + size > self.batch_bytes {
             self.flush(tx);
-            size = frame::item_size(channel, origin, len, None);
+            size = frame::item_size(channel, origin, packet.len(), None);
         }
         self.pending.push(Item {
             channel,
             origin,
             hops: item.hops,
-            packet: item.packet,
+            packet,
+            compact,
         });
-        self.pending_keys.push(item.key);
+        self.pending_keys.push((item.key, len));
         self.pending_frame_bytes += size;
         self.pending_bytes += len;
         self.pending_since.get_or_insert(now);
@@ -197,6 +213,29 @@ impl Outbound {
         });
         frame::encode(&def, tx).ok()?;
         self.channels.insert(name.to_owned(), index);
+        Some(index)
+    }
+
+    /// The compact form of `packet`, when the far side reads it and it is shorter; defines
+    /// the packet's sender in `tx` first if it is new to the session.
+    fn compacted(&mut self, packet: &[u8], tx: &mut Vec<u8>) -> Option<Vec<u8>> {
+        if !self.compact {
+            return None;
+        }
+        let parsed = compact::Parsed::new(packet)?;
+        let from = parsed.from().and_then(|node| self.node_index(node, tx));
+        compact::pack(&parsed, from)
+    }
+
+    fn node_index(&mut self, node: NodeId, tx: &mut Vec<u8>) -> Option<u32> {
+        if let Some(&index) = self.nodes.get(&node) {
+            return Some(index);
+        }
+        let index = u32::try_from(self.nodes.len())
+            .ok()
+            .filter(|&i| (i as usize) < MAX_NODES)?;
+        frame::encode(&Frame::Define(Definition::Node { index, node }), tx).ok()?;
+        self.nodes.insert(node, index);
         Some(index)
     }
 
@@ -230,13 +269,13 @@ impl Outbound {
             return;
         }
         let first = self.next_seq;
-        for (item, key) in self.pending.iter().zip(self.pending_keys.drain(..)) {
+        for (key, len) in self.pending_keys.drain(..) {
             self.in_flight.push_back(InFlight {
                 seq: self.next_seq,
                 key,
-                len: item.packet.len(),
+                len,
             });
-            self.in_flight_bytes += item.packet.len();
+            self.in_flight_bytes += len;
             self.next_seq += 1;
         }
         let data = Frame::Data(Data {

@@ -21,8 +21,11 @@ use super::recv::Inbound;
 use super::send::{OfferError, Outbound};
 use crate::node::NodeId;
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The newest protocol version this build speaks: 2 adds compact packets
+/// ([`super::compact`]) to version 1.
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The first version that carries compact packets.
+pub const COMPACT_VERSION: u16 = 2;
 
 /// How one session behaves; the defaults suit anything from a LAN to a 9,600 bit/s link.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +55,7 @@ pub struct SessionConfig {
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
-            versions: vec![PROTOCOL_VERSION],
+            versions: vec![1, PROTOCOL_VERSION],
             window_items: 1024,
             window_bytes: 256 * 1024,
             linger: Duration::from_millis(2),
@@ -375,6 +378,7 @@ impl Session {
             hello.window_bytes,
             self.config.linger,
             self.config.batch_bytes,
+            version >= COMPACT_VERSION,
         );
         let recv = Inbound::new(
             &hello.channels,

@@ -18,14 +18,14 @@ fn the_handshake_tells_each_side_who_the_other_is() {
     p.pump();
     assert_eq!(
         p.a.peer,
-        Some((NodeId::new(0xbbbb_0002), vec!["LongFast".into()], 1))
+        Some((NodeId::new(0xbbbb_0002), vec!["LongFast".into()], 2))
     );
     assert_eq!(
         p.b.peer,
         Some((
             NodeId::new(0xaaaa_0001),
             vec!["LongFast".into(), "PKI".into()],
-            1
+            2
         ))
     );
     assert!(p.a.session.is_open() && p.b.session.is_open());
@@ -53,7 +53,7 @@ fn the_highest_common_version_is_chosen() {
 #[test]
 fn no_common_version_closes_both_sides_with_a_clear_reason() {
     let b = SessionConfig {
-        versions: vec![2, 3],
+        versions: vec![3, 4],
         ..config()
     };
     let mut p = Pair::with(config(), b);
@@ -61,15 +61,15 @@ fn no_common_version_closes_both_sides_with_a_clear_reason() {
     assert_eq!(
         p.a.closed,
         [CloseReason::Version {
-            ours: vec![1],
-            theirs: vec![2, 3]
+            ours: vec![1, 2],
+            theirs: vec![3, 4]
         }]
     );
     assert_eq!(
         p.b.closed,
         [CloseReason::Version {
-            ours: vec![2, 3],
-            theirs: vec![1]
+            ours: vec![3, 4],
+            theirs: vec![1, 2]
         }]
     );
     assert!(
@@ -79,7 +79,7 @@ fn no_common_version_closes_both_sides_with_a_clear_reason() {
     );
     let close = frames(p.a.transmits.last().unwrap());
     assert!(
-        matches!(&close[..], [Frame::Close { code: CloseCode::Version, text }] if text.contains("[2, 3]")),
+        matches!(&close[..], [Frame::Close { code: CloseCode::Version, text }] if text.contains("[3, 4]")),
         "{close:?}"
     );
     assert!(p.a.peer.is_none());
@@ -289,6 +289,7 @@ fn a_sender_that_ignores_the_window_is_closed_naming_it() {
             origin: 0,
             hops: 0,
             packet: item(k).packet,
+            compact: false,
         })
         .collect();
     frame::encode(&Frame::Data(Data { first: 1, items }), &mut bytes).unwrap();
