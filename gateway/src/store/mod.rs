@@ -397,6 +397,9 @@ impl Store {
             max_per_destination,
             airtime_window,
         } = config;
+        // A store that cannot be written is said as such, before its lock file fails to be
+        // made or SQLite quietly opens it for reading only.
+        owner::check_writable(&path)?;
         // First, before the file is touched: a second gateway on it must not even migrate.
         let lock = owner::lock(&path)?;
         let writer_options = schema::writer_options(&path);
