@@ -19,6 +19,7 @@ pub mod activity;
 pub mod app;
 pub mod config;
 pub mod drain;
+pub mod escape;
 pub mod failpoint;
 pub mod http;
 pub mod ingest;

@@ -2,8 +2,10 @@
 //! `info` by default. Standard output stays for what a command prints on purpose. Both carry
 //! the same time stamp ([`stamp`]), so the journal and a terminal read alike.
 
+use archipel_gateway::escape::escape;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::field::MakeExt;
+use tracing_subscriber::fmt::format::{self, Writer};
 use tracing_subscriber::fmt::time::FormatTime;
 
 /// What `--help` says about logging and what the terminal shows.
@@ -35,14 +37,31 @@ impl FormatTime for Stamp {
     }
 }
 
-/// Installs the global subscriber.
+/// Installs the global subscriber. Every field and message is [escaped](escape) as it is
+/// written: logs quote what meshes and XMPP servers say (node names, nicks, texts, their
+/// errors), and one event must stay one line however they are made. (tracing's own formatter
+/// escapes ESC but not a newline nor a bidirectional override.)
 pub fn init() {
     let filter = std::env::var("ARCHIPEL_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
         .or_else(|| EnvFilter::try_from_default_env().ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
+    let fields = format::debug_fn(|w, field, value| {
+        let shown = format!("{value:?}");
+        match field.name() {
+            "message" => write!(w, "{}", escape(&shown)),
+            name => write!(
+                w,
+                "{}={}",
+                name.strip_prefix("r#").unwrap_or(name),
+                escape(&shown)
+            ),
+        }
+    })
+    .delimited(" ");
     tracing_subscriber::fmt()
+        .fmt_fields(fields)
         .with_env_filter(filter)
         .with_timer(Stamp)
         .with_writer(std::io::stderr)
