@@ -161,3 +161,81 @@ short_name = "DANA"
     assert!(evil.contains(r"Evil\x1b[31m\nrelayed"), "{evil}");
     assert!(table.iter().any(|row| row.contains("Dana")), "{text}");
 }
+
+/// A2 sends B2 a direct message (B2 heard first, so it is not held) and a channel text after
+/// it; returns the gateway's stdout, its log and `/api/status` once both crossed.
+fn direct_message_run(tag: &str, log_section: &str, secret: &str) -> (Msg, String, String, String) {
+    let bridge = Bridge::start(tag, &bridge_routes());
+    if !log_section.is_empty() {
+        let mut config = std::fs::read_to_string(&bridge.config).unwrap();
+        config.push_str(log_section);
+        std::fs::write(&bridge.config, config).unwrap();
+    }
+    let mut gw = bridge.gateway(None);
+    let here = say(&bridge.b2, SOUTH_PRIMARY, 0x0d3e_0000, "B2 is here");
+    gw.wait("B2 heard", |l| here.queued(l));
+    let dm = say_to(
+        &bridge.a2,
+        bridge.b2.node(),
+        NORTH_PRIMARY,
+        0x0d3e_0001,
+        secret,
+    );
+    let marker = say(
+        &bridge.a2,
+        NORTH_PRIMARY,
+        0x0d3e_0002,
+        "a channel text after it",
+    );
+    let heard = heard_until(&bridge.b2, &marker);
+    assert_eq!(times(&heard, &dm), 1, "the direct message crossed");
+    gw.wait("the direct message relayed", |l| dm.relayed_to("south", l));
+    gw.wait("the marker relayed", |l| marker.relayed_to("south", l));
+    let at = gw.http();
+    let api = ureq::get(format!("{at}/api/status"))
+        .call()
+        .expect("GET /api/status")
+        .body_mut()
+        .read_to_string()
+        .expect("a text body");
+    assert!(
+        api.contains("a channel text after it"),
+        "channel texts are listed: {api}"
+    );
+    gw.terminate();
+    let log = std::fs::read_to_string(bridge.dir.path("gateway.log")).unwrap();
+    (dm, gw.printed(), log, api)
+}
+
+#[test]
+fn a_direct_message_is_shown_by_its_size_only_unless_the_operator_opts_in() {
+    let secret = "the spare key is under the blue pot";
+    let (dm, out, log, api) = direct_message_run("dm-hidden", "", secret);
+    let line = out
+        .lines()
+        .find(|l| dm.relayed_to("south", l))
+        .expect("a relayed line");
+    assert!(
+        line.ends_with(&format!(
+            ": direct message ({} bytes, content hidden)",
+            secret.len()
+        )),
+        "{line}"
+    );
+    for (what, text) in [("stdout", &out), ("the log", &log), ("/api/status", &api)] {
+        assert!(
+            !text.contains("blue pot"),
+            "{what} shows the direct message:\n{text}"
+        );
+    }
+    assert!(api.contains("content hidden"), "{api}");
+
+    let (dm, out, _, api) =
+        direct_message_run("dm-shown", "\n[log]\nshow_direct_messages = true\n", secret);
+    let line = out
+        .lines()
+        .find(|l| dm.relayed_to("south", l))
+        .expect("a relayed line");
+    assert!(line.ends_with(&format!(": \"{secret}\"")), "{line}");
+    assert!(api.contains(secret), "{api}");
+}

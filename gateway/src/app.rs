@@ -186,6 +186,7 @@ impl Gateway {
             stats: stats.clone(),
             max_attempts: config.store.max_attempts,
             nodes: nodes.clone(),
+            show_direct: config.log.show_direct_messages,
         };
 
         for r in &config.radios {

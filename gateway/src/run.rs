@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use archipel_gateway::activity::Activity;
+use archipel_gateway::activity::{Activity, Shown};
 use archipel_gateway::app::Gateway;
 use archipel_gateway::config::Config;
 use archipel_gateway::escape::escape;
@@ -222,9 +222,11 @@ pub fn describe(a: &Activity) -> Option<String> {
                 .map(|a| format!(", {} ms airtime", a.as_millis()))
                 .unwrap_or_default(),
             // Shown through `say`, which escapes the whole line.
-            text.as_ref()
-                .map(|t| format!(": \"{t}\""))
-                .unwrap_or_default()
+            match text {
+                Some(Shown::Text(t)) => format!(": \"{t}\""),
+                Some(hidden) => format!(": {hidden}"),
+                None => String::new(),
+            }
         ),
         Activity::Waiting {
             destination,
