@@ -11,7 +11,9 @@
 //! with its last delivery. Radios' confirms also record the airtime spent, which
 //! [`Store::airtime_since`] reads back so an airtime governor's budget holds across restarts.
 //!
-//! The store never reads a clock: every call that needs the time takes `now` (unix ms).
+//! The store never reads a clock: every call that needs the time takes `now` (unix ms). A
+//! step of the wall clock is followed by [`Store::rebase`], which moves what was stamped
+//! before it, so messages keep their age (`steps.rs`; the rule is in `crate::clock`).
 //!
 //! # Files
 //!
@@ -85,6 +87,7 @@ mod queue;
 mod rows;
 mod schema;
 mod seen;
+mod steps;
 pub mod virtual_nodes;
 mod writer;
 
