@@ -185,3 +185,45 @@ fn demo_with_a_custom_world_shows_relayed_messages() {
     assert!(demo.stop(), "demo did not exit cleanly on SIGTERM");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `run` on a store it cannot write (its directory immutable: root ignores permission bits,
+/// not `chattr +i`) stops before anything starts, exits non-zero and names the directory and
+/// the fix, rather than starting and refusing every message.
+#[test]
+fn run_refuses_a_store_it_cannot_write_naming_the_path() {
+    let dir = temp_dir("ro-store");
+    let store = dir.join("store");
+    std::fs::create_dir(&store).unwrap();
+    let config = dir.join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway]\nname = \"ro\"\nid = \"!a7c40001\"\n[store]\npath = \"{}\"\n[[radio]]\n\
+             name = \"north\"\ntcp = \"127.0.0.1:1\"\nregion = \"US\"\npreset = \"ShortFast\"\n\
+             channels = [ {{ name = \"LongFast\", psk = \"AQ==\" }} ]\n",
+            store.join("outbox.sqlite").display()
+        ),
+    )
+    .unwrap();
+    let chattr = |flag: &str| {
+        Command::new("chattr")
+            .arg(flag)
+            .arg(&store)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    assert!(
+        chattr("+i"),
+        "chattr +i needs root and a file system with attributes"
+    );
+    let (ok, _, err) = archipel(&["run", "--config", &config.display().to_string()]);
+    chattr("-i");
+    assert!(!ok, "started on a store it cannot write");
+    assert!(
+        err.contains("cannot be written")
+            && err.contains(&format!("directory {}", store.display()))
+            && err.contains("[store] path"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,6 +1,7 @@
 //! What happens in a running gateway, as events for whoever follows it (the terminal, later the
 //! status page). Every event names the endpoint it concerns; the kinds of endpoint share them.
 
+use std::fmt;
 use std::time::Duration;
 
 use mesh_core::{Class, NodeId, PacketId};
@@ -79,8 +80,9 @@ pub enum Activity {
         channel: String,
         /// Priority class.
         class: Class,
-        /// The text, when it is one and is not a direct message (those stay private).
-        text: Option<String>,
+        /// What is shown of its text, when it is one ([`Shown::of`]: a direct message only by
+        /// size unless the operator asked otherwise).
+        text: Option<Shown>,
         /// Time between queueing and confirmation.
         waited: Duration,
         /// Airtime it cost on the far mesh (radios).
@@ -134,4 +136,77 @@ pub enum Activity {
         /// Class of what was dropped (`None`: the new message was refused).
         class: Option<Class>,
     },
+}
+
+/// What the activity feed and the status page show of a relayed text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shown {
+    /// The text itself.
+    Text(String),
+    /// A direct message: that one crossed and how long it was, not what it says.
+    Hidden {
+        /// Its length in bytes (UTF-8).
+        bytes: usize,
+    },
+}
+
+impl Shown {
+    /// What is shown of `text` (`None` when the packet is no text): a direct message (to one
+    /// node, PKI or not) is [`Hidden`](Shown::Hidden) unless `show_direct`
+    /// (`[log] show_direct_messages`). The feed goes to the journal and the status page to
+    /// whoever can reach it; what a person wrote to another is neither's to keep.
+    pub fn of(text: Option<String>, direct: bool, show_direct: bool) -> Option<Shown> {
+        let text = text?;
+        Some(if direct && !show_direct {
+            Shown::Hidden { bytes: text.len() }
+        } else {
+            Shown::Text(text)
+        })
+    }
+}
+
+/// The text as it is, or `direct message (N bytes, content hidden)`.
+impl fmt::Display for Shown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Shown::Text(text) => f.write_str(text),
+            Shown::Hidden { bytes } => {
+                write!(f, "direct message ({bytes} bytes, content hidden)")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_direct_message_is_shown_by_size_unless_the_operator_opts_in() {
+        let text = || Some("meet at the pump, 6 pm".to_owned());
+        let hidden = Shown::of(text(), true, false).unwrap();
+        assert_eq!(hidden, Shown::Hidden { bytes: 22 });
+        assert_eq!(
+            hidden.to_string(),
+            "direct message (22 bytes, content hidden)"
+        );
+        assert_eq!(
+            Shown::of(text(), true, true),
+            Some(Shown::Text("meet at the pump, 6 pm".into()))
+        );
+        // Channel texts are for everyone on the channel: shown either way.
+        for show in [false, true] {
+            assert_eq!(
+                Shown::of(text(), false, show).unwrap().to_string(),
+                "meet at the pump, 6 pm"
+            );
+        }
+        // Bytes, not characters: the size on the air.
+        assert_eq!(
+            Shown::of(Some("été".into()), true, false),
+            Some(Shown::Hidden { bytes: 5 })
+        );
+        // Not a text (an ACK, a position): nothing to show.
+        assert_eq!(Shown::of(None, true, false), None);
+    }
 }

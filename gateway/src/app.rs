@@ -61,10 +61,6 @@ pub fn now_ms() -> Millis {
 /// inbound one may take to authenticate.
 const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How often expired messages are swept.
-const EXPIRE_EVERY: Duration = Duration::from_secs(10);
-/// How often the seen-set is asked whether its generation is due to rotate.
-const ROTATE_EVERY: Duration = Duration::from_secs(600);
 /// Most items the group-commit writer takes into one transaction.
 const MAX_BATCH: usize = 1024;
 
@@ -129,6 +125,18 @@ impl Gateway {
             airtime_window: Duration::from_secs(config.airtime.window_secs),
         })
         .await?;
+        // A clock that went back while the gateway was stopped: nothing stored is younger
+        // than now (see `clock`).
+        match store.clamp_future(now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => {
+                warn!(
+                    messages = n,
+                    "messages stamped later than now (the clock went back while stopped): their time to live counts from now"
+                )
+            }
+            Err(e) => warn!(error = %e, "cannot check the stored times against the clock"),
+        }
         let names: Vec<&str> = config
             .radios
             .iter()
@@ -186,6 +194,7 @@ impl Gateway {
             stats: stats.clone(),
             max_attempts: config.store.max_attempts,
             nodes: nodes.clone(),
+            show_direct: config.log.show_direct_messages,
         };
 
         for r in &config.radios {
@@ -353,7 +362,7 @@ impl Gateway {
         }
 
         let seen_window = Duration::from_secs(config.store.seen_window_hours.saturating_mul(3600));
-        tasks.push(tokio::spawn(maintain(
+        tasks.push(tokio::spawn(crate::maintain::maintain(
             store.clone(),
             seen_window,
             activity.clone(),
@@ -534,43 +543,6 @@ async fn report_orphan_queues(store: &Store, names: &[&str]) {
             .unwrap_or_else(|| "?".into());
         warn!(destination = %q.destination, queued = q.count, oldest = %age,
               "the store holds a queue for a destination the configuration no longer has; it is kept: restore that name to deliver it");
-    }
-}
-
-/// Sweeps expired messages and rotates the seen-set, until stopped.
-async fn maintain(
-    store: Store,
-    seen_window: Duration,
-    activity: broadcast::Sender<Activity>,
-    stats: Arc<Stats>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut expire = tokio::time::interval(EXPIRE_EVERY);
-    let mut rotate = tokio::time::interval(ROTATE_EVERY);
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = expire.tick() => match store.expire(now_ms()).await {
-                Ok(expired) => {
-                    for e in expired {
-                        Stats::add(&stats.expired, e.count);
-                        warn!(destination = %e.destination, class = %e.class, count = e.count,
-                              "messages expired before delivery");
-                        let _ = activity.send(Activity::Expired {
-                            destination: e.destination,
-                            class: e.class,
-                            count: e.count,
-                        });
-                    }
-                }
-                Err(e) => warn!(error = %e, "cannot sweep expired messages"),
-            },
-            _ = rotate.tick() => {
-                if let Err(e) = store.rotate_seen(now_ms(), seen_window).await {
-                    warn!(error = %e, "cannot rotate the seen-set");
-                }
-            }
-        }
     }
 }
 

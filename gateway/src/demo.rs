@@ -10,7 +10,7 @@ use archipel_adapters::sim::{AttachedRadio, SimConfig, Simulator};
 use archipel_gateway::app::Gateway;
 use archipel_gateway::config::{
     AirtimeSection, ChannelSection, Config, FederationSection, GatewaySection, HttpSection,
-    RadioSection, RouteSection, StoreSection,
+    LogSection, RadioSection, RouteSection, StoreSection,
 };
 use mesh_core::NodeId;
 
@@ -136,6 +136,7 @@ pub fn gateway_config(
         channels: Vec::new(),
         routes,
         http: HttpSection::default(),
+        log: LogSection::default(),
     };
     config
         .validate()

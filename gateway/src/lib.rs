@@ -17,11 +17,14 @@
 
 pub mod activity;
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod drain;
+pub mod escape;
 pub mod failpoint;
 pub mod http;
 pub mod ingest;
+mod maintain;
 pub mod nodes;
 pub mod people;
 pub mod ratelimit;

@@ -143,7 +143,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // An error may quote a radio or a server (radio-info's "radio at ...: REASON"):
+            // escaped line by line, so the lines of a config error stay lines.
+            let text = format!("{e:#}");
+            let lines: Vec<_> = text.lines().map(archipel_gateway::escape::escape).collect();
+            eprintln!("error: {}", lines.join("\n"));
             ExitCode::FAILURE
         }
     }

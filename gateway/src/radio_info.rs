@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use archipel_adapters::radio::{self, Attachment, RadioConfig, RadioEvent, RadioInfo};
+use archipel_gateway::escape::escape;
 use mesh_core::proto::{self, channel::Role};
 use mesh_core::{ChannelKey, NodeId};
 
@@ -103,7 +104,11 @@ pub fn render(info: &RadioInfo, at: &str, now: u64) -> String {
             let hw = proto::HardwareModel::try_from(u.hw_model)
                 .map(|h| h.as_str_name().to_owned())
                 .unwrap_or_else(|_| u.hw_model.to_string());
-            (u.long_name.clone(), u.short_name.clone(), hw)
+            (
+                escape(&u.long_name).into_owned(),
+                escape(&u.short_name).into_owned(),
+                hw,
+            )
         })
         .unwrap_or_default();
     let _ = writeln!(s, "Radio {id}  \"{long}\" ({short})  at {at}");
@@ -114,7 +119,7 @@ pub fn render(info: &RadioInfo, at: &str, now: u64) -> String {
         let _ = writeln!(
             s,
             "  firmware {:<16} hardware {hw:<14} role {role}",
-            m.firmware_version
+            escape(&m.firmware_version)
         );
     } else {
         let _ = writeln!(s, "  hardware {hw}");
@@ -149,7 +154,7 @@ pub fn render(info: &RadioInfo, at: &str, now: u64) -> String {
             "  {:<3} {:<10} {:<14} 0x{hash:02x}  {}",
             ch.index,
             role,
-            name,
+            escape(&name),
             describe_key(psk.as_bytes())
         );
     }
@@ -177,8 +182,10 @@ pub fn render(info: &RadioInfo, at: &str, now: u64) -> String {
     s
 }
 
+/// A node's name as the table shows it: escaped (it is whatever the node says it is; a newline
+/// or an ANSI escape would break the table or the terminal), then cut to its column.
 fn truncate(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
+    escape(s).chars().take(max).collect()
 }
 
 #[cfg(test)]
@@ -240,9 +247,30 @@ mod tests {
             }),
             ..Default::default()
         });
+        info.nodes.push(proto::NodeInfo {
+            num: 0x55667788,
+            user: Some(proto::User {
+                long_name: "Evil\x1b[2J\nnode".into(),
+                short_name: "\u{202e}\x1b[31m".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
         let text = render(&info, "tcp://x", 1120);
         assert!(
             text.contains("Radio !a1b2c3d4  \"North hub\" (NHUB)"),
+            "{text}"
+        );
+        // A node's name cannot break the table: one line per node, no terminal escape.
+        assert!(
+            !text.contains('\x1b') && !text.contains('\u{202e}'),
+            "{text}"
+        );
+        let row = text.lines().find(|l| l.contains("!55667788")).unwrap();
+        assert!(row.contains("Evil\\x1b[2J\\nnode "), "{row}");
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("  !")).count(),
+            2,
             "{text}"
         );
         assert!(text.contains("PRIMARY"), "{text}");

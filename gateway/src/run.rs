@@ -4,9 +4,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use archipel_gateway::activity::Activity;
+use archipel_gateway::activity::{Activity, Shown};
 use archipel_gateway::app::Gateway;
 use archipel_gateway::config::Config;
+use archipel_gateway::escape::escape;
 use archipel_gateway::http;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
@@ -101,19 +102,19 @@ pub async fn follow(gateway: &Gateway, every: Duration, stop: impl Future<Output
             _ = &mut stop => break,
             _ = summary.tick() => {
                 for line in drops.summary() {
-                    println!("{} {line}", clock());
+                    say(&line);
                 }
                 println!("{}", summary_line(gateway).await);
             }
             a = activity.recv() => match a {
                 Ok(Activity::Dropped { source, reason, from }) => {
                     if let Some(line) = drops.on_drop(&source, reason, from) {
-                        println!("{} {line}", clock());
+                        say(&line);
                     }
                 }
                 Ok(a) => {
                     if let Some(line) = describe(&a) {
-                        println!("{} {line}", clock());
+                        say(&line);
                     }
                 }
                 Err(RecvError::Lagged(n)) => println!("{} ({n} events not shown)", clock()),
@@ -122,8 +123,15 @@ pub async fn follow(gateway: &Gateway, every: Duration, stop: impl Future<Output
         }
     }
     for line in drops.summary() {
-        println!("{} {line}", clock());
+        say(&line);
     }
+}
+
+/// Prints one stamped line of what happened, [escaped](escape): its texts, names and reasons
+/// come from meshes and XMPP servers, and must neither start a line of their own nor steer
+/// the terminal.
+fn say(line: &str) {
+    println!("{} {}", clock(), escape(line));
 }
 
 /// The periodic one-line summary: totals, each destination's queue, then each endpoint's
@@ -157,7 +165,7 @@ pub async fn summary_line(gateway: &Gateway) -> String {
             .map(|d| format!("{:.2}", d.as_secs_f64() * 1000.0))
             .unwrap_or_else(|| "-".into())
     };
-    format!(
+    let line = format!(
         "{} summary: relayed {}, deduplicated {}, dropped {dropped}, refused {}, expired {}, overflowed {}, undeliverable {}, queued {} ({}), commit p50/p99 {}/{} ms, airtime used {}; endpoints {}",
         clock(),
         Stats::get(&s.relayed),
@@ -176,7 +184,9 @@ pub async fn summary_line(gateway: &Gateway) -> String {
             airtime.join(", ")
         },
         gateway.view().observer.endpoints().line()
-    )
+    );
+    // Endpoint states quote the errors links gave, which may quote a far side.
+    escape(&line).into_owned()
 }
 
 /// One readable line for an activity, or nothing for the noisy ones.
@@ -211,9 +221,12 @@ pub fn describe(a: &Activity) -> Option<String> {
             airtime
                 .map(|a| format!(", {} ms airtime", a.as_millis()))
                 .unwrap_or_default(),
-            text.as_ref()
-                .map(|t| format!(": \"{}\"", t.escape_debug()))
-                .unwrap_or_default()
+            // Shown through `say`, which escapes the whole line.
+            match text {
+                Some(Shown::Text(t)) => format!(": \"{t}\""),
+                Some(hidden) => format!(": {hidden}"),
+                None => String::new(),
+            }
         ),
         Activity::Waiting {
             destination,

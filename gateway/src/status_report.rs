@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use archipel_gateway::config::DEFAULT_LISTEN;
+use archipel_gateway::escape::escape;
 use serde_json::Value;
 
 /// How long the gateway may take to answer: it answers from memory and one store read.
@@ -73,7 +74,8 @@ pub fn run(url: Option<&str>, config: Option<&Path>) -> ExitCode {
 fn text(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
-        Value::String(s) => s.escape_debug().to_string(),
+        // Names, node names and errors quote meshes and servers: one escaping everywhere.
+        Value::String(s) => escape(s).into_owned(),
         other => other.to_string(),
     }
 }

@@ -27,7 +27,7 @@ use mesh_core::{Class, DeliveryStatus, NodeId, PacketId};
 use tokio::sync::{Notify, broadcast, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::activity::Activity;
+use crate::activity::{Activity, Shown};
 use crate::app::now_ms;
 use crate::drain::{Drain, DrainPolicy, Parked, Parking, Pause, Step};
 use crate::failpoint::{self, CrashPoint};
@@ -61,8 +61,8 @@ struct RowMeta {
     channel: String,
     /// When it was accepted, for "waited".
     enqueued_at: Millis,
-    /// Its text, read only when someone follows the activity and never for direct messages.
-    text: Option<String>,
+    /// What is shown of its text, read only when someone follows the activity.
+    text: Option<Shown>,
 }
 
 /// The answer of one send, with what is needed to act on it: the row, its counted attempts
@@ -84,6 +84,8 @@ pub struct Shared {
     pub max_attempts: u32,
     /// Who was heard when: wakes rows parked for their node, words what they wait for.
     pub nodes: Arc<NodeDirectory>,
+    /// Whether the activity shows what direct messages say (`[log] show_direct_messages`).
+    pub show_direct: bool,
 }
 
 /// One destination's drain loop.
@@ -121,6 +123,8 @@ pub struct DrainWorker<S: Sink> {
     /// Set by a fill that moved past rows without sending them (parked, or set aside for
     /// good): the next read may follow at once.
     read_on: bool,
+    /// Whether the activity shows what direct messages say.
+    show_direct: bool,
 }
 
 impl<S: Sink> DrainWorker<S> {
@@ -142,6 +146,7 @@ impl<S: Sink> DrainWorker<S> {
             nodes: shared.nodes.clone(),
             watch: Arc::new(NodeWatch::default()),
             read_on: false,
+            show_direct: shared.show_direct,
         }
     }
 
@@ -310,9 +315,10 @@ impl<S: Sink> DrainWorker<S> {
                 progressed = true;
                 continue;
             }
-            let text = (self.activity.receiver_count() > 0 && row.class != Class::Direct)
+            let direct = row.class == Class::Direct || !to.is_broadcast();
+            let text = (self.activity.receiver_count() > 0)
                 .then(|| rendered.decoded().and_then(|p| p.text()))
-                .flatten();
+                .and_then(|text| Shown::of(text, direct, self.show_direct));
             let channel = rendered.channel.clone();
             match self.sink.prepare(&row, rendered, Instant::now()) {
                 Prepared::Send { send, airtime } => {

@@ -182,6 +182,7 @@ async fn a_link_that_flaps_fifty_times_mid_drain_delivers_every_message_once() {
         stats: stats.clone(),
         max_attempts: config.store.max_attempts,
         nodes,
+        show_direct: config.log.show_direct_messages,
     };
     let worker = DrainWorker::new("a".into(), sink, &shared, wake);
     let (stop, stop_rx) = watch::channel(false);

@@ -169,6 +169,7 @@ impl World {
             stats: self.stats.clone(),
             max_attempts: 3,
             nodes: self.nodes.clone(),
+            show_direct: false,
         };
         let activity = self.activity.subscribe();
         let worker = DrainWorker::new("a".into(), sink, &shared, self.wake.clone());

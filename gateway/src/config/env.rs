@@ -17,7 +17,7 @@ use super::error::Problem;
 pub const PREFIX: &str = "ARCHIPEL_";
 
 /// Sections whose keys the environment may set: single values, unlike the `[[radio]]` lists.
-const SECTIONS: &[&str] = &["gateway", "store", "airtime", "federation", "http"];
+const SECTIONS: &[&str] = &["gateway", "store", "airtime", "federation", "http", "log"];
 
 /// The list sections, which an index in a variable name cannot address.
 const LISTS: &[&str] = &["radio", "mqtt", "xmpp", "peer", "channel", "route"];

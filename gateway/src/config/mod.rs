@@ -15,6 +15,7 @@
 //! - channels: every radio's plus `[[channel]]`, one [`ChannelTable`] for every kind
 //!   (`channel.rs`);
 //! - `[[route]]` between endpoints of any kind (`route.rs`);
+//! - `[log]`: whether direct messages are shown with their text (`log.rs`);
 //! - secrets (`secret.rs`), `ARCHIPEL_` overrides (`env.rs`), errors (`error.rs`), shared
 //!   value shapes (`syntax.rs`) and the `check-config` summary (`summary.rs`).
 
@@ -23,6 +24,7 @@ mod env;
 mod error;
 mod federation;
 mod http;
+mod log;
 mod mqtt;
 mod peer;
 mod radio;
@@ -57,6 +59,7 @@ pub use federation::{
     IDENTITY_FILE, MAX_FEDERATION_HOPS, PEER_PORT, identity_path,
 };
 pub use http::{DEFAULT_LISTEN, HttpSection};
+pub use log::LogSection;
 pub use mqtt::{DEFAULT_BURST_PER_NODE, DEFAULT_RATE_PER_NODE, MqttSection, MqttTls};
 pub use peer::PeerSection;
 pub use radio::{FREQUENCY_TOLERANCE_MHZ, REGIONS, RadioSection, region_duty_cycle};
@@ -104,6 +107,9 @@ pub struct Config {
     /// Where the metrics, the status page and its JSON API are served.
     #[serde(default)]
     pub http: HttpSection,
+    /// What the activity feed and the status page show of the messages that cross.
+    #[serde(default)]
+    pub log: LogSection,
 }
 
 /// `[gateway]`.

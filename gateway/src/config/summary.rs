@@ -116,6 +116,7 @@ impl Config {
             self.http.listen,
             self.http.reach()
         );
+        let _ = writeln!(s, "{}", self.log.summary());
         if !self.mqtt.is_empty()
             || !self.xmpp.is_empty()
             || !self.peers.is_empty()

@@ -468,3 +468,25 @@ fn the_example_config_is_valid_with_its_xmpp_server() {
         );
     }
 }
+
+#[test]
+fn direct_messages_are_hidden_unless_log_show_direct_messages_says_otherwise() {
+    let c = Config::from_toml(GOOD).unwrap();
+    assert!(!c.log.show_direct_messages, "hidden by default");
+    assert!(
+        c.summary()
+            .contains("direct messages shown without their text")
+    );
+    let c = Config::from_toml(&format!("{GOOD}\n[log]\nshow_direct_messages = true\n")).unwrap();
+    assert!(c.log.show_direct_messages);
+    assert!(
+        c.summary()
+            .contains("direct messages shown with their text")
+    );
+    // A misspelt key is refused, naming it and the one expected.
+    let e = problems(&format!("{GOOD}\n[log]\nshow_direct = true\n"));
+    assert!(
+        e.contains("show_direct") && e.contains("show_direct_messages"),
+        "{e}"
+    );
+}

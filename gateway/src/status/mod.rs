@@ -104,7 +104,8 @@ impl Observer {
                 destination: destination.clone(),
                 channel: channel.clone(),
                 class: class.name(),
-                text: text.clone(),
+                // The same rule as the feed: a direct message by its size only, by default.
+                text: text.as_ref().map(ToString::to_string),
             });
         }
     }

@@ -129,6 +129,20 @@ pub enum StoreError {
         /// Who holds it, as its lock file says (`pid 1234`).
         holder: String,
     },
+    /// The store, or the directory SQLite makes its `-wal`, `-shm` and journal files in,
+    /// cannot be written (a read-only file, directory or disk): refused at open, because every
+    /// message would then fail to be stored after a start that looked fine.
+    #[error("store {} cannot be written ({what} {}: {cause}): make it writable for the user archipel runs as (remount a read-only disk read-write), or give [store] path a writable place", path.display(), at.display())]
+    ReadOnly {
+        /// The store file.
+        path: PathBuf,
+        /// What cannot be written: the file, one of its companions, or its directory.
+        at: PathBuf,
+        /// `file` or `directory`.
+        what: &'static str,
+        /// What the system or SQLite said.
+        cause: String,
+    },
     /// The lock file could not be made.
     #[error("store {}: cannot make its lock file {}: {cause}", path.display(), lock.display())]
     Lock {

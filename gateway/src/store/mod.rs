@@ -11,7 +11,9 @@
 //! with its last delivery. Radios' confirms also record the airtime spent, which
 //! [`Store::airtime_since`] reads back so an airtime governor's budget holds across restarts.
 //!
-//! The store never reads a clock: every call that needs the time takes `now` (unix ms).
+//! The store never reads a clock: every call that needs the time takes `now` (unix ms). A
+//! step of the wall clock is followed by [`Store::rebase`], which moves what was stamped
+//! before it, so messages keep their age (`steps.rs`; the rule is in `crate::clock`).
 //!
 //! # Files
 //!
@@ -85,6 +87,7 @@ mod queue;
 mod rows;
 mod schema;
 mod seen;
+mod steps;
 pub mod virtual_nodes;
 mod writer;
 
@@ -397,6 +400,9 @@ impl Store {
             max_per_destination,
             airtime_window,
         } = config;
+        // A store that cannot be written is said as such, before its lock file fails to be
+        // made or SQLite quietly opens it for reading only.
+        owner::check_writable(&path)?;
         // First, before the file is touched: a second gateway on it must not even migrate.
         let lock = owner::lock(&path)?;
         let writer_options = schema::writer_options(&path);

@@ -2,8 +2,8 @@
 //! (`PRAGMA application_id`) and refuses another application's database (migrating our tables
 //! into it would damage it), a store from a newer Archipel (its schema is not ours to guess),
 //! a file that is not a database at all (never silently started over: it may hold someone's
-//! backlog), and a second gateway on a store that one already drains (each would send every
-//! message).
+//! backlog), a second gateway on a store that one already drains (each would send every
+//! message), and a store that cannot be written (it would open, then refuse every message).
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
@@ -64,6 +64,56 @@ pub(crate) fn lock(path: &Path) -> Result<Flock<File>, StoreError> {
     held.rewind().map_err(io)?;
     write!(held, "{}", std::process::id()).map_err(io)?;
     Ok(held)
+}
+
+/// Refuses a store that cannot be written, before anything else touches it: the file itself
+/// and the companions SQLite keeps beside it when they exist, and the directory, where SQLite
+/// must be able to create its `-wal`, `-shm` and journal files. Without this a read-only file
+/// or disk opened fine (SQLite falls back to reading) and every message was then refused.
+///
+/// `access(2)` asks the kernel the question the writes will ask: it answers for root too
+/// (a read-only mount, an immutable file), and for the user the service runs as. Other
+/// answers (a missing directory) are left to the open, which names them.
+pub(crate) fn check_writable(path: &Path) -> Result<(), StoreError> {
+    use nix::errno::Errno;
+    use nix::unistd::{AccessFlags, access};
+    let refused = |at: &Path, what: &'static str, errno: Errno| match errno {
+        Errno::EROFS | Errno::EACCES | Errno::EPERM | Errno::ETXTBSY => Err(StoreError::ReadOnly {
+            path: path.to_owned(),
+            at: at.to_owned(),
+            what,
+            cause: errno.desc().to_owned(),
+        }),
+        _ => Ok(()),
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if let Err(errno) = access(dir, AccessFlags::W_OK | AccessFlags::X_OK) {
+        refused(dir, "directory", errno)?;
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = PathBuf::from(name);
+        if file.exists()
+            && let Err(errno) = access(&file, AccessFlags::W_OK)
+        {
+            refused(&file, "file", errno)?;
+        }
+    }
+    Ok(())
+}
+
+/// True when SQLite refused a write because the database is read-only (`SQLITE_READONLY`
+/// and its extended codes): a store that cannot be written, whatever the reason.
+pub(crate) fn is_read_only(cause: &sqlx::Error) -> bool {
+    cause
+        .as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|code| code & 0xff == 8)
 }
 
 /// Refuses a file that is not an Archipel store (or is damaged), or one from a newer schema.
@@ -141,9 +191,22 @@ pub(crate) async fn mark(conn: &mut SqliteConnection, path: &Path) -> Result<(),
     )))
     .execute(&mut *conn)
     .await
-    .map_err(|cause| StoreError::Open {
-        path: path.to_owned(),
-        cause: Arc::new(cause),
+    .map_err(|cause| {
+        // The first write of every open: where a store SQLite could only open for reading
+        // shows, even when `check_writable` saw nothing wrong.
+        if is_read_only(&cause) {
+            StoreError::ReadOnly {
+                path: path.to_owned(),
+                at: path.to_owned(),
+                what: "file",
+                cause: cause.to_string(),
+            }
+        } else {
+            StoreError::Open {
+                path: path.to_owned(),
+                cause: Arc::new(cause),
+            }
+        }
     })?;
     Ok(())
 }
