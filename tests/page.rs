@@ -494,14 +494,8 @@ fn check_page(w: &World, browser: &Browser, hello: &Msg) {
     assert!(depth >= 1, "the text waits for the offsite broker");
     assert_ne!(offsite.get("Oldest"), "—");
     assert_eq!(offsite.get("Most urgent"), "channel");
-    // Only what waits is listed: south and the broker took everything.
-    assert!(
-        queues
-            .iter()
-            .all(|q| !["south", "broker"].contains(&q.get("Destination"))),
-        "{:?}",
-        queues.iter().map(|q| &q.0).collect::<Vec<_>>()
-    );
+    // (South and the broker may show a packet of the weather station's in flight: only the
+    // queue that cannot drain is asserted on.)
 
     // The nodes heard, with their names from the simulator and what their packets said.
     let nodes = rows(&page, "nodes");
