@@ -3,6 +3,7 @@
 //! process on free loopback ports, stopped and reaped when the test ends.
 
 pub mod bridge;
+pub mod browser;
 pub mod mosquitto;
 pub mod netns;
 pub mod prometheus;
