@@ -386,12 +386,11 @@ fn check_page(w: &World, browser: &Browser, hello: &Msg) {
         LIMIT,
         &has_row("links", "offsitemqttdown"),
     );
-    // A neighbour never reached stays "starting": the peer link reports no failed dial (only
-    // a connection that was up and went down), so it has no last error to show.
+    // A neighbour never reached is down too, with why its first dial failed.
     browser.wait_for(
-        "the neighbour hub listed",
+        "the neighbour hub down",
         LIMIT,
-        &has_row("links", "valley-hubpeerstarting"),
+        &has_row("links", "valley-hubpeerdown"),
     );
     browser.wait_for(
         "the first text relayed",
@@ -422,10 +421,7 @@ fn check_page(w: &World, browser: &Browser, hello: &Msg) {
     assert_eq!(page["name"], format!("e2e ({GATEWAY_ID})"));
     let problems = page["problems"].to_string();
     assert!(problems.contains("offsite is down"), "{problems}");
-    assert!(
-        problems.contains("peer valley-hub is not up yet"),
-        "{problems}"
-    );
+    assert!(problems.contains("valley-hub is down"), "{problems}");
 
     // Each radio's card: up, its node, its preset, its airtime.
     for (name, node, preset) in [("north", A, "US ShortTurbo"), ("south", B, "US ShortFast")] {
@@ -464,8 +460,8 @@ fn check_page(w: &World, browser: &Browser, hello: &Msg) {
         "south's duty cycle gives it a budget: {api}"
     );
 
-    // The links: the broker up without an error, the offsite one down with why, the
-    // neighbour hub not reached yet.
+    // The links: the broker up without an error, the offsite one and the neighbour hub
+    // never reached down with why.
     let links = rows(&page, "links");
     let broker = row(&links, "Link", "broker");
     assert_eq!((broker.get("Kind"), broker.get("State")), ("mqtt", "up"));
@@ -485,7 +481,12 @@ fn check_page(w: &World, browser: &Browser, hello: &Msg) {
     assert_eq!(error, api_error);
     assert!(error.contains("connection refused"), "{error:?}");
     let hub = row(&links, "Link", "valley-hub");
-    assert_eq!((hub.get("Kind"), hub.get("State")), ("peer", "starting"));
+    assert_eq!((hub.get("Kind"), hub.get("State")), ("peer", "down"));
+    assert!(
+        hub.get("Last error").contains("refused"),
+        "{:?}",
+        hub.get("Last error")
+    );
 
     // The queues: what waits for the offsite broker, oldest and most urgent.
     let queues = rows(&page, "queues");

@@ -482,15 +482,30 @@ async fn a_wrong_key_is_reported_with_its_fingerprint_and_never_connects() {
     let (b_addr, _listener) = acceptor(&b_id, any_port(), &[&b], &[a_id.public_key()]).await;
     // A expects another key at B's address.
     let (a, mut a_events) = spawn(config("b", &a_id, 0xA, other.public_key(), Some(b_addr)));
-    for attempt in 0..2 {
+    // Each refusal is a problem naming the key; the first also tells the owner the peer is
+    // down (once, not at every retry), with the same words.
+    let mut downs = 0;
+    let mut attempt = 0;
+    while attempt < 2 {
         match next_event(&mut a_events, "a refusal").await {
-            PeerEvent::Problem(text) => assert!(
-                text.contains(&b_id.public_key().fingerprint().to_string()),
-                "attempt {attempt}: the problem names the key presented: {text}"
-            ),
+            PeerEvent::Problem(text) => {
+                assert!(
+                    text.contains(&b_id.public_key().fingerprint().to_string()),
+                    "attempt {attempt}: the problem names the key presented: {text}"
+                );
+                attempt += 1;
+            }
+            PeerEvent::Down { reason } => {
+                downs += 1;
+                assert!(
+                    reason.contains(&b_id.public_key().fingerprint().to_string()),
+                    "{reason}"
+                );
+            }
             other => panic!("attempt {attempt}: expected a Problem, got {other:?}"),
         }
     }
+    assert_eq!(downs, 1, "told down once");
     assert!(!a.is_connected() && !b.is_connected());
     assert!(PeerCounters::get(&a.counters().refusals) >= 2);
     assert_eq!(PeerCounters::get(&a.counters().connects), 0);
@@ -509,11 +524,13 @@ async fn a_wrong_key_is_reported_with_its_fingerprint_and_never_connects() {
     let counters = acceptor.counters();
     tokio::spawn(acceptor.run());
     let (d, mut d_events) = spawn(config("b", &other, 0xD, b_id.public_key(), Some(addr)));
-    for _ in 0..2 {
-        assert!(matches!(
-            next_event(&mut d_events, "B refusing an unknown key").await,
-            PeerEvent::Problem(_)
-        ));
+    let mut refusals = 0;
+    while refusals < 2 {
+        match next_event(&mut d_events, "B refusing an unknown key").await {
+            PeerEvent::Problem(_) => refusals += 1,
+            PeerEvent::Down { .. } => {}
+            other => panic!("expected a refusal, got {other:?}"),
+        }
     }
     // The second refusal came after the first was counted (its own backoff in between).
     assert!(PeerCounters::get(&counters.unknown_keys) >= 1);

@@ -113,6 +113,9 @@ pub(super) struct Link {
     stopping: bool,
     /// Randomness for the backoff's jitter.
     rng: rand::rngs::SmallRng,
+    /// The owner was told the peer is down since the last connection (or the start), so a
+    /// neighbour that was never reached shows as down with why, once, not at every retry.
+    down_told: bool,
 }
 
 impl Link {
@@ -142,6 +145,7 @@ impl Link {
             next_number: 1,
             stopping: false,
             rng: rand::rngs::SmallRng::from_os_rng(),
+            down_told: false,
         }
     }
 
@@ -319,6 +323,7 @@ impl Link {
             close_quietly(tokio::io::split(stream).1, Vec::new());
             return;
         }
+        self.down_told = false;
         let session = match Session::new(
             self.config.gateway,
             self.config.channels.clone(),
@@ -387,6 +392,12 @@ impl Link {
         } else {
             debug!(error = %error, "dialling the peer failed");
         }
+        if !self.down_told {
+            self.down_told = true;
+            self.emit(PeerEvent::Down {
+                reason: error.to_string(),
+            });
+        }
         self.schedule(None);
     }
 
@@ -445,6 +456,7 @@ impl Link {
         let lasted = conn.close(&reason, &self.counters);
         if lasted.is_some() {
             info!(connection = number, %reason, "peer disconnected");
+            self.down_told = true;
             self.emit(PeerEvent::Down {
                 reason: reason.clone(),
             });

@@ -78,6 +78,9 @@ pub(crate) struct Outbound {
     channels: HashMap<String, u32>,
     /// Origin gateways this side has defined, so an id crosses once per session.
     origins: HashMap<NodeId, u32>,
+    /// Definitions the pending batch needs, written just before its `Data` frame: written
+    /// at once they would each take a TLS record and a TCP segment of their own.
+    defines: Vec<u8>,
     /// Whether the far side reads compact packets (protocol version 2).
     compact: bool,
     /// Senders this side has defined for compact packets, so a `from` crosses once per
@@ -115,6 +118,7 @@ impl Outbound {
             window_bytes: window_bytes.clamp(MAX_PACKET as u32, MAX_WINDOW_BYTES) as usize,
             channels: channels.iter().cloned().zip(0..).collect(),
             origins: HashMap::from([(gateway, 0)]),
+            defines: Vec::new(),
             compact,
             nodes: HashMap::new(),
             linger,
@@ -144,7 +148,7 @@ impl Outbound {
         self.in_flight.len()
     }
 
-    /// Takes `item` into the current batch, writing any definition it needs to `tx` first.
+    /// Takes `item` into the current batch, with any definition it needs.
     pub(crate) fn offer(
         &mut self,
         item: Outgoing,
@@ -160,19 +164,19 @@ impl Outbound {
         if self.outstanding() >= self.window_items || !fits_bytes {
             return Err(OfferError::Full(item));
         }
-        let Some(channel) = self.channel_index(&item.channel, tx) else {
+        let Some(channel) = self.channel_index(&item.channel) else {
             return Err(OfferError::Invalid {
                 item,
                 what: "more channels than a session can name",
             });
         };
-        let Some(origin) = self.origin_index(item.origin, tx) else {
+        let Some(origin) = self.origin_index(item.origin) else {
             return Err(OfferError::Invalid {
                 item,
                 what: "more origin gateways than a session can name",
             });
         };
-        let (packet, compact) = match self.compacted(&item.packet, tx) {
+        let (packet, compact) = match self.compacted(&item.packet) {
             Some(compact) => (compact, true),
             None => (item.packet, false),
         };
@@ -200,7 +204,7 @@ impl Outbound {
         Ok(())
     }
 
-    fn channel_index(&mut self, name: &str, tx: &mut Vec<u8>) -> Option<u32> {
+    fn channel_index(&mut self, name: &str) -> Option<u32> {
         if let Some(&index) = self.channels.get(name) {
             return Some(index);
         }
@@ -211,42 +215,50 @@ impl Outbound {
             index,
             name: name.to_owned(),
         });
-        frame::encode(&def, tx).ok()?;
+        frame::encode(&def, &mut self.defines).ok()?;
         self.channels.insert(name.to_owned(), index);
         Some(index)
     }
 
     /// The compact form of `packet`, when the far side reads it and it is shorter; defines
-    /// the packet's sender in `tx` first if it is new to the session.
-    fn compacted(&mut self, packet: &[u8], tx: &mut Vec<u8>) -> Option<Vec<u8>> {
+    /// the packet's sender first if it is new to the session.
+    fn compacted(&mut self, packet: &[u8]) -> Option<Vec<u8>> {
         if !self.compact {
             return None;
         }
         let parsed = compact::Parsed::new(packet)?;
-        let from = parsed.from().and_then(|node| self.node_index(node, tx));
+        let from = parsed.from().and_then(|node| self.node_index(node));
         compact::pack(&parsed, from)
     }
 
-    fn node_index(&mut self, node: NodeId, tx: &mut Vec<u8>) -> Option<u32> {
+    fn node_index(&mut self, node: NodeId) -> Option<u32> {
         if let Some(&index) = self.nodes.get(&node) {
             return Some(index);
         }
         let index = u32::try_from(self.nodes.len())
             .ok()
             .filter(|&i| (i as usize) < MAX_NODES)?;
-        frame::encode(&Frame::Define(Definition::Node { index, node }), tx).ok()?;
+        frame::encode(
+            &Frame::Define(Definition::Node { index, node }),
+            &mut self.defines,
+        )
+        .ok()?;
         self.nodes.insert(node, index);
         Some(index)
     }
 
-    fn origin_index(&mut self, gateway: NodeId, tx: &mut Vec<u8>) -> Option<u32> {
+    fn origin_index(&mut self, gateway: NodeId) -> Option<u32> {
         if let Some(&index) = self.origins.get(&gateway) {
             return Some(index);
         }
         let index = u32::try_from(self.origins.len())
             .ok()
             .filter(|&i| (i as usize) < MAX_ORIGINS)?;
-        frame::encode(&Frame::Define(Definition::Origin { index, gateway }), tx).ok()?;
+        frame::encode(
+            &Frame::Define(Definition::Origin { index, gateway }),
+            &mut self.defines,
+        )
+        .ok()?;
         self.origins.insert(gateway, index);
         Some(index)
     }
@@ -268,6 +280,7 @@ impl Outbound {
         if self.pending.is_empty() {
             return;
         }
+        tx.append(&mut self.defines);
         let first = self.next_seq;
         for (key, len) in self.pending_keys.drain(..) {
             self.in_flight.push_back(InFlight {
