@@ -23,7 +23,7 @@
 
 mod topic;
 
-pub use topic::{Root, Topic, TopicChannel, TopicError, TopicKind};
+pub use topic::{MAX_TOPIC, Root, Topic, TopicChannel, TopicError, TopicKind};
 
 use std::fmt;
 

@@ -52,3 +52,32 @@ pub use handle::{
 };
 pub use stanza::ErrorCondition;
 pub use stream::XmppError;
+
+/// The stanza reader, from XML text, for the fuzz crate (fuzz/fuzz_targets/xmpp_stanza.rs).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use tokio_xmpp::Stanza;
+    use tokio_xmpp::minidom::Element;
+    use tokio_xmpp::parsers::{iq::Iq, message::Message, presence::Presence};
+
+    use super::parse::{self, Inbound};
+
+    /// Parses `xml` as one stanza and reads it as the link does (`rooms` is the MUC domain);
+    /// `None` when the XML is not a stanza. Panics when what was read breaks what the link
+    /// relies on: room and nick names are never empty.
+    pub fn read_stanza(xml: &str, rooms: &str) -> Option<String> {
+        let element: Element = xml.parse().ok()?;
+        let stanza = match element.name() {
+            "message" => Stanza::Message(Message::try_from(element).ok()?),
+            "presence" => Stanza::Presence(Presence::try_from(element).ok()?),
+            "iq" => Stanza::Iq(Iq::try_from(element).ok()?),
+            _ => return None,
+        };
+        let inbound = parse::read(stanza, rooms);
+        if let Inbound::Room { room, nick, .. } | Inbound::Groupchat { room, nick, .. } = &inbound {
+            assert!(!room.is_empty() && !nick.is_empty(), "{inbound:?}");
+        }
+        Some(format!("{inbound:?}"))
+    }
+}

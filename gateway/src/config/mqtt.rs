@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::error::Problem;
 use super::radio::RadioSection;
-use super::secret::Secret;
+use super::secret::{Secret, Unreadable, read_bounded};
 use super::syntax;
 
 /// The port of an MQTT broker without TLS.
@@ -309,6 +309,9 @@ fn topic_root(root: &str) -> Option<String> {
     None
 }
 
+/// The largest CA file taken: Debian's whole bundle of public CAs is about 220 KB.
+const MAX_CA_FILE: u64 = 4 * 1024 * 1024;
+
 /// Reads what `[[mqtt]]` sections name on disk: the password files (into `password`) and the
 /// CA files (which must exist, be readable and hold a PEM certificate).
 pub fn read_files(sections: &mut [MqttSection], p: &mut Vec<Problem>) {
@@ -321,14 +324,21 @@ pub fn read_files(sections: &mut [MqttSection], p: &mut Vec<Problem>) {
             }
         }
         if let Some(tls) = &m.tls {
-            match std::fs::read(&tls.ca_file) {
-                Err(e) => p.push(Problem::new(
-                    format!("{key}.tls.ca_file"),
-                    format!(
-                        "cannot read {}: {e}: give the PEM file of the CA that signed the broker's certificate",
-                        tls.ca_file.display()
-                    ),
-                )),
+            let ca = tls.ca_file.display();
+            match read_bounded(&tls.ca_file, MAX_CA_FILE) {
+                Err(e) => {
+                    let what = match e {
+                        Unreadable::Io(e) => format!("cannot read {ca}: {e}"),
+                        Unreadable::NotAFile => format!("{ca} is not a regular file"),
+                        Unreadable::TooLarge => format!("{ca} holds more than {MAX_CA_FILE} bytes"),
+                    };
+                    p.push(Problem::new(
+                        format!("{key}.tls.ca_file"),
+                        format!(
+                            "{what}: give the PEM file of the CA that signed the broker's certificate"
+                        ),
+                    ))
+                }
                 Ok(pem) if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => {
                     p.push(Problem::new(
                         format!("{key}.tls.ca_file"),

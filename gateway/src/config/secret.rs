@@ -11,7 +11,12 @@
 //! keep their own copies, so zeroing ours would promise more than it gives.
 
 use std::fmt;
+use std::io::{self, Read};
 use std::path::Path;
+
+/// The most a secret file may hold: far above any real secret (MQTT carries at most 65535
+/// bytes), low enough that naming the wrong file cannot take the gateway's memory.
+const MAX_SECRET_FILE: u64 = 1024 * 1024;
 
 /// A secret value. Only [`Secret::expose`] gives it out, at the one place that hands it to the
 /// far side.
@@ -74,12 +79,50 @@ impl Secret {
 }
 
 fn read(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| {
-        format!(
+    let bytes = read_bounded(path, MAX_SECRET_FILE).map_err(|e| match e {
+        Unreadable::Io(e) => format!(
             "cannot read {}: {e}: the file must exist and be readable by the gateway's user",
             path.display()
-        )
-    })
+        ),
+        Unreadable::NotAFile => format!(
+            "{} is not a regular file: write the secret in a file and name that file",
+            path.display()
+        ),
+        Unreadable::TooLarge => format!(
+            "{} holds more than {MAX_SECRET_FILE} bytes: write only the secret in it",
+            path.display()
+        ),
+    })?;
+    String::from_utf8(bytes)
+        .map_err(|_| format!("cannot read {}: it is not UTF-8 text", path.display()))
+}
+
+/// Why [`read_bounded`] gave nothing.
+#[derive(Debug)]
+pub(crate) enum Unreadable {
+    /// Absent, not readable, or failing as it is read.
+    Io(io::Error),
+    /// A directory, a device, a FIFO or a socket.
+    NotAFile,
+    /// More than the bound.
+    TooLarge,
+}
+
+/// Reads the regular file at `path`, at most `max` bytes of it. A config may name any path:
+/// read whole, `/dev/zero` or a runaway log would take all memory and a FIFO would block the
+/// start, so anything but a regular file is refused before it is opened.
+pub(crate) fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, Unreadable> {
+    if !std::fs::metadata(path).map_err(Unreadable::Io)?.is_file() {
+        return Err(Unreadable::NotAFile);
+    }
+    let mut out = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(max + 1).read_to_end(&mut out))
+        .map_err(Unreadable::Io)?;
+    if out.len() as u64 > max {
+        return Err(Unreadable::TooLarge);
+    }
+    Ok(out)
 }
 
 /// An inline secret (`secret = "..."`, allowed where a protocol's secret is shared
@@ -139,5 +182,18 @@ mod tests {
         assert!(e.contains("is empty"), "{e}");
         let e = Secret::read_file(&dir.write("two", "hunter2\nhunter3\n")).unwrap_err();
         assert!(e.contains("several lines") && !e.contains("hunter"), "{e}");
+    }
+
+    #[test]
+    fn a_device_or_a_huge_file_is_refused_without_being_read_whole() {
+        // Read whole, /dev/zero took all memory (found by fuzz/fuzz_targets/config_load.rs,
+        // reproducer fuzz/corpus/config_load/password_file_dev_zero).
+        let e = Secret::read_file(Path::new("/dev/zero")).unwrap_err();
+        assert!(e.contains("/dev/zero is not a regular file"), "{e}");
+        let dir = TempDir::new("secret-huge");
+        let e = Secret::read_file(&dir.write("huge", &"x".repeat(3 << 20))).unwrap_err();
+        assert!(e.contains("holds more than 1048576 bytes"), "{e}");
+        let e = Secret::read_file_trimmed(dir.path()).unwrap_err();
+        assert!(e.contains("is not a regular file"), "{e}");
     }
 }

@@ -418,6 +418,18 @@ fn the_example_config_is_valid_as_shipped_and_with_its_broker() {
 }
 
 #[test]
+fn a_ca_file_that_never_ends_is_refused_without_being_read() {
+    // Read whole, /dev/zero took all memory (found by fuzz/fuzz_targets/config_load.rs).
+    let text = example(&["# [[mqtt]]", "# [[channel]]", "# [[route]]"])
+        .replace("/etc/archipel/broker-ca.pem", "/dev/zero");
+    let e = problems(&text);
+    assert!(
+        e.contains("tls.ca_file: /dev/zero is not a regular file: give the PEM file"),
+        "{e}"
+    );
+}
+
+#[test]
 fn the_example_config_is_valid_with_its_xmpp_server() {
     let dir = TempDir::new("example-xmpp");
     let secret = dir.write("xmpp.secret", "example\n");
