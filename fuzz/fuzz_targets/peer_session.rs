@@ -154,7 +154,11 @@ impl Owner {
 
 /// A well-formed frame a peer might send, mostly near what the session expects.
 fn peer_frame(u: &mut Unstructured<'_>, delivered: u64) -> Result<Frame> {
-    Ok(match u.int_in_range(0..=6)? {
+    Ok(match u.int_in_range(0..=7)? {
+        7 => Frame::Define(Definition::Node {
+            index: u.int_in_range(0..=3)?,
+            node: NodeId::new(u.arbitrary()?),
+        }),
         0 => Frame::Define(Definition::Channel {
             index: u.int_in_range(0..=3)?,
             name: (*u.choose(&CHANNELS)?).to_owned(),
@@ -178,6 +182,7 @@ fn peer_frame(u: &mut Unstructured<'_>, delivered: u64) -> Result<Frame> {
                     origin: u.int_in_range(0..=2)?,
                     hops: u.int_in_range(0..=15)?,
                     packet: u.bytes(len)?.to_vec(),
+                    compact: u.arbitrary()?,
                 });
             }
             Frame::Data(Data { first, items })
