@@ -24,25 +24,43 @@
 //! direct message is flooded, as on its last retry in the firmware). PKI follows firmware
 //! v2.7.26 (`Router.cpp` `perhapsEncode`/`perhapsDecode`, `ReliableRouter::sniffReceived`);
 //! the PKI rules themselves are in `world/pki.rs`.
+//!
+//! This file holds the state and the driver's interface; each step's rules live apart,
+//! roughly as the firmware splits them, so one can be read and checked against its source
+//! without the others: `transmit` (the queue and the medium), `flood` (receive, dedup,
+//! relay: `FloodingRouter`), `reliable` (ACKs, NAKs, retries: `ReliableRouter`), `pki`
+//! (encode and decode), `airtime` (channel utilisation and the contention waits that follow
+//! from it) and `traffic` (what the virtual people send).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use mesh_core::packet::HOP_MAX;
-use mesh_core::proto::mesh_packet::Priority;
 use mesh_core::proto::routing::Error as RoutingError;
-use mesh_core::{Dedup, ModemPreset, NodeId, Packet, PacketId, Seen, proto};
-use prost::Message;
+use mesh_core::{Dedup, ModemPreset, NodeId, Packet, PacketId, proto};
 use rand::rngs::StdRng;
-use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 
 use super::channels::ChannelTable;
 use super::config::{NodeRole, SimConfig, TrafficConfig};
 use super::keys::Keyring;
 
+mod airtime;
+mod error;
+mod flood;
 mod pki;
+mod reliable;
+mod traffic;
+mod transmit;
+
+pub use error::WorldError;
+use reliable::Reliable;
+use traffic::{TrafficKind, text_packet};
+use transmit::{OnAir, Queued};
+
+// What world/tests.rs reaches through its `use super::*` since these moved to submodules.
+#[cfg(test)]
+use {prost::Message, reliable::hop_limit_for_response};
 
 /// Packets a radio's transmit queue holds (`MAX_TX_QUEUE`), reported as `QueueStatus.maxlen`.
 pub const TX_QUEUE_LEN: usize = 16;
@@ -52,51 +70,11 @@ pub const DEFAULT_HOP_LIMIT: u8 = 3;
 pub const RELIABLE_RETRIES: u8 = 3;
 /// Largest LoRa frame (`MAX_LORA_PAYLOAD_LEN`): 16 bytes of header plus the encrypted `Data`.
 pub const MAX_LORA_FRAME: usize = mesh_core::packet::MAX_LORA_FRAME;
-/// Contention window bounds, as powers of two (`CWmin`, `CWmax`).
-const CW_MIN: u32 = 3;
-const CW_MAX: u32 = 8;
-/// The SNR range mapped onto the contention window for relays.
-const SNR_MIN: f32 = -20.0;
-const SNR_MAX: f32 = 10.0;
-/// The firmware's allowance for processing in the retransmission timeout.
-const PROCESSING_TIME: Duration = Duration::from_millis(4500);
-/// Channel utilisation is the busy share of this window (as the firmware reports it).
-const UTILIZATION_WINDOW: Duration = Duration::from_secs(60);
-/// A node's own transmit airtime is reported over this window (`air_util_tx`).
-const AIR_UTIL_TX_WINDOW: Duration = Duration::from_secs(3600);
 /// How long a node remembers a (from, id), and how many it remembers.
 const DEDUP_WINDOW: Duration = Duration::from_secs(600);
 const DEDUP_CAPACITY: usize = 512;
 /// Unix time of sim time zero when the driver does not give one (2026-01-01T00:00:00Z).
 pub const DEFAULT_EPOCH_UNIX: u32 = 1_767_225_600;
-
-/// Chat lines the virtual people send, picked by the seeded generator.
-const PHRASES: &[&str] = &[
-    "Water point at the school is open until 6pm",
-    "Anyone have a spare 12V battery for the clinic fridge?",
-    "Bakery has bread left, come by before 5",
-    "Road to the ridge is blocked by a fallen tree",
-    "Generator at the community hall is running, phones can charge there",
-    "Checking in: all fine on Hill Street",
-    "Need two volunteers to carry water to the elderly on Oak Lane",
-    "Power back on the east side",
-    "The pharmacy opens tomorrow at 9",
-    "Who can lend a ladder? Gutter blocked at number 12",
-    "Soup kitchen at the church at noon",
-    "Radio check, how do you read me?",
-    "Mobile network down again, use the mesh",
-    "Found a brown dog near the bridge, anyone missing one?",
-    "Meeting at the town square at 7 to plan the week",
-    "Solar panel on the water tower relay cleaned",
-    "Flood warning: keep away from the river path",
-    "Bus to the hospital leaves at 10 from the market",
-    "Thanks everyone for the help today!",
-    "Ops: next check-in at the top of the hour",
-    "First aid kit restocked at the library",
-    "Battery low here, going quiet until tomorrow",
-    "Seeds available at the garden plots, free",
-    "Is the north road passable by car?",
-];
 
 /// What a transmission is, for events and queue handling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,51 +150,6 @@ pub enum WorldEvent {
     },
 }
 
-/// Why the world refused a packet.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WorldError {
-    /// No such node.
-    #[error("{0} is not a node of the simulated world")]
-    UnknownNode(NodeId),
-    /// No such channel in the node's mesh.
-    #[error("{node} has no channel {index}: its mesh has channels 0..{count}")]
-    NoChannel {
-        /// The sender.
-        node: NodeId,
-        /// The bad index.
-        index: u32,
-        /// How many channels there are.
-        count: usize,
-    },
-    /// The firmware refuses to send the packet (`perhapsEncode`): a direct message for a node
-    /// whose public key is unknown, or PKI asked for where it cannot be done.
-    #[error("{node} refuses to send packet {id} to {to}: {}", .error.as_str_name())]
-    Refused {
-        /// The sender.
-        node: NodeId,
-        /// The destination.
-        to: NodeId,
-        /// The packet.
-        id: PacketId,
-        /// The routing error the firmware reports (`PKI_SEND_FAIL_PUBLIC_KEY`, `PKI_FAILED`).
-        error: RoutingError,
-    },
-    /// The packet does not fit a LoRa frame.
-    #[error(
-        "a packet of {len} bytes on the air does not fit a LoRa frame ({MAX_LORA_FRAME} bytes)"
-    )]
-    TooLarge {
-        /// Its size on the air.
-        len: usize,
-    },
-    /// The packet has no plaintext payload to encrypt.
-    #[error("the packet has no decoded payload")]
-    NotDecoded,
-    /// The node's transmit queue is full.
-    #[error("{0}'s transmit queue is full ({TX_QUEUE_LEN} packets)")]
-    QueueFull(NodeId),
-}
-
 /// A scheduled wake-up. Ordered by time, then by insertion, so runs are reproducible.
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Timer {
@@ -244,33 +177,6 @@ enum TimerKind {
     Traffic { node: usize, kind: TrafficKind },
 }
 
-/// The kinds of packets a node generates by itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum TrafficKind {
-    Text,
-    Position,
-    Telemetry,
-    NodeInfo,
-}
-
-impl TrafficKind {
-    const ALL: [TrafficKind; 4] = [
-        TrafficKind::Text,
-        TrafficKind::Position,
-        TrafficKind::Telemetry,
-        TrafficKind::NodeInfo,
-    ];
-
-    fn period(self, traffic: &TrafficConfig) -> Option<f64> {
-        match self {
-            TrafficKind::Text => traffic.text_every_secs,
-            TrafficKind::Position => traffic.position_every_secs,
-            TrafficKind::Telemetry => traffic.telemetry_every_secs,
-            TrafficKind::NodeInfo => traffic.nodeinfo_every_secs,
-        }
-    }
-}
-
 /// One mesh: the shared medium.
 struct MeshState {
     /// For events and lookups.
@@ -296,48 +202,6 @@ struct Link {
     snr: f32,
     /// RSSI the neighbour measures (dBm).
     rssi: i32,
-}
-
-/// A packet waiting in a node's transmit queue.
-#[derive(Debug, Clone)]
-struct Queued {
-    /// As it will go on the air.
-    packet: Packet,
-    /// Why it is sent.
-    kind: TxKind,
-    /// Not before this time (contention delay).
-    ready_at: Duration,
-    /// Higher goes first among ready packets (ACKs before the rest).
-    priority: i32,
-    /// Insertion order among equal priorities.
-    seq: u64,
-}
-
-/// A transmission in progress.
-#[derive(Debug, Clone)]
-struct OnAir {
-    packet: Packet,
-    kind: TxKind,
-}
-
-/// One of the node's own reliable packets, waiting for its ACK.
-#[derive(Debug, Clone)]
-struct Reliable {
-    /// Its id.
-    id: PacketId,
-    /// Channel index, for the ACK or NAK reported to the client.
-    channel: u8,
-    /// As on the air, for retransmissions.
-    packet: Packet,
-    /// The plaintext of a PKI packet: the firmware encrypts each retransmission again, with
-    /// a fresh extra nonce (its retry copy is taken before `perhapsEncode`).
-    plain: Option<Packet>,
-    /// Retransmissions left.
-    retries_left: u8,
-    /// Counts transmissions, so a stale retry timer is recognised.
-    attempt: u8,
-    /// Broadcasts are acknowledged implicitly, by an overheard relay.
-    broadcast: bool,
 }
 
 /// Per-node state.
@@ -501,17 +365,7 @@ impl World {
             pki_rng: StdRng::seed_from_u64(config.seed ^ 0x5049_4b49),
             events: VecDeque::new(),
         };
-        for node in 0..world.nodes.len() {
-            let Some(traffic) = world.nodes[node].traffic.clone() else {
-                continue;
-            };
-            for kind in TrafficKind::ALL {
-                let phase = world.rng.random_range(0.0..1.0);
-                if let Some(first) = kind.period(&traffic).and_then(|p| secs(p * phase)) {
-                    world.schedule(first, TimerKind::Traffic { node, kind });
-                }
-            }
-        }
+        world.start_traffic();
         world
     }
 
@@ -633,33 +487,6 @@ impl World {
         self.events.pop_front()
     }
 
-    /// Percent of the last minute the mesh's channel was busy (any transmission), at `now`.
-    pub fn channel_utilization(&self, mesh: &str, now: Duration) -> Option<f32> {
-        let mesh = self.meshes.iter().find(|m| m.name == mesh)?;
-        Some(busy_percent(
-            &mesh.busy,
-            UTILIZATION_WINDOW,
-            now.max(self.now),
-        ))
-    }
-
-    /// Channel utilisation of the node's mesh.
-    pub fn node_channel_utilization(&self, node: NodeId, now: Duration) -> Option<f32> {
-        let i = *self.index.get(&node)?;
-        let busy = &self.meshes[self.nodes[i].mesh].busy;
-        Some(busy_percent(busy, UTILIZATION_WINDOW, now.max(self.now)))
-    }
-
-    /// Percent of the last hour the node spent transmitting, at `now`.
-    pub fn air_util_tx(&self, node: NodeId, now: Duration) -> Option<f32> {
-        let i = *self.index.get(&node)?;
-        Some(busy_percent(
-            &self.nodes[i].tx_log,
-            AIR_UTIL_TX_WINDOW,
-            now.max(self.now),
-        ))
-    }
-
     // ---- internals ----
 
     fn schedule(&mut self, at: Duration, kind: TimerKind) {
@@ -695,642 +522,6 @@ impl World {
             TimerKind::Traffic { node, kind } => self.generate(node, kind),
         }
     }
-
-    /// Queues a packet the node originates. See [`World::transmit`].
-    fn originate(&mut self, idx: usize, mut packet: Packet) -> Result<PacketId, WorldError> {
-        let node_id = self.nodes[idx].id;
-        let mesh = self.nodes[idx].mesh;
-        let index = packet.channel();
-        let count = self.meshes[mesh].channels.len();
-        if index as usize >= count {
-            return Err(WorldError::NoChannel {
-                node: node_id,
-                index,
-                count,
-            });
-        }
-        let raw_len = match packet.payload() {
-            mesh_core::Payload::Decoded { raw, .. } => raw.len(),
-            mesh_core::Payload::Encrypted(_) => return Err(WorldError::NotDecoded),
-        };
-        if raw_len + mesh_core::packet::ON_AIR_HEADER > MAX_LORA_FRAME {
-            return Err(WorldError::TooLarge {
-                len: raw_len + mesh_core::packet::ON_AIR_HEADER,
-            });
-        }
-        let id = if packet.id().is_unset() {
-            self.next_id(idx)
-        } else {
-            packet.id()
-        };
-        let priority = match Priority::try_from(packet.meta().priority) {
-            Ok(Priority::Unset) | Err(_) if packet.want_ack() => Priority::Reliable as i32,
-            Ok(Priority::Unset) | Err(_) => Priority::Default as i32,
-            Ok(p) => p as i32,
-        };
-        {
-            let m = packet.meta_mut();
-            m.from = node_id.get();
-            m.id = id.get();
-            m.hop_limit = m.hop_limit.min(u32::from(HOP_MAX));
-            m.hop_start = m.hop_limit;
-            m.relay_node = 0;
-            m.next_hop = 0;
-        }
-        let encrypted = self.encode(idx, &packet)?;
-        let now = self.now;
-        let anchor = self.instant(now);
-        self.nodes[idx].dedup.observe(node_id, id, anchor);
-        let broadcast = packet.to().is_broadcast();
-        let mut on_air = air_form(&encrypted);
-        if broadcast {
-            // The firmware clears want_ack on the air for broadcasts: nobody answers them.
-            on_air.meta_mut().want_ack = false;
-        }
-        if packet.want_ack() {
-            self.nodes[idx].reliable.push(Reliable {
-                id,
-                channel: index as u8,
-                packet: on_air.clone(),
-                plain: encrypted.meta().pki_encrypted.then(|| packet.clone()),
-                retries_left: RELIABLE_RETRIES,
-                attempt: 0,
-                broadcast,
-            });
-        }
-        let delay = self.originate_delay(mesh);
-        self.enqueue(idx, on_air, TxKind::Originated, now + delay, priority);
-        Ok(id)
-    }
-
-    fn enqueue(
-        &mut self,
-        idx: usize,
-        packet: Packet,
-        kind: TxKind,
-        ready_at: Duration,
-        priority: i32,
-    ) {
-        self.seq += 1;
-        let seq = self.seq;
-        // A radio sends packets of equal priority in the order it queued them: a later one
-        // never becomes ready before an earlier one.
-        let ready_at = self.nodes[idx]
-            .queue
-            .iter()
-            .filter(|q| q.priority == priority)
-            .map(|q| q.ready_at)
-            .fold(ready_at, Duration::max);
-        self.nodes[idx].queue.push(Queued {
-            packet,
-            kind,
-            ready_at,
-            priority,
-            seq,
-        });
-        self.try_start(idx);
-    }
-
-    fn schedule_wake(&mut self, idx: usize, at: Duration) {
-        if self.nodes[idx]
-            .wake_at
-            .is_some_and(|t| t <= at && t > self.now)
-        {
-            return;
-        }
-        self.nodes[idx].wake_at = Some(at);
-        self.schedule(at, TimerKind::Wake(idx));
-    }
-
-    /// Starts the node's next transmission if it is free, hears nobody, and a packet is ready.
-    fn try_start(&mut self, idx: usize) {
-        let now = self.now;
-        let node = &self.nodes[idx];
-        if node.on_air.is_some() || node.queue.is_empty() {
-            return;
-        }
-        if node.rx_busy_until > now {
-            let at = node.rx_busy_until;
-            self.schedule_wake(idx, at);
-            return;
-        }
-        let best = node
-            .queue
-            .iter()
-            .enumerate()
-            .filter(|(_, q)| q.ready_at <= now)
-            .max_by_key(|(_, q)| (q.priority, Reverse(q.seq)))
-            .map(|(i, _)| i);
-        let Some(pos) = best else {
-            let next = node.queue.iter().map(|q| q.ready_at).min().unwrap_or(now);
-            self.schedule_wake(idx, next);
-            return;
-        };
-        let queued = self.nodes[idx].queue.remove(pos);
-        let mesh = self.nodes[idx].mesh;
-        let airtime = self.meshes[mesh]
-            .preset
-            .time_on_air(queued.packet.on_air_len());
-        let ends = now + airtime;
-        let m = &mut self.meshes[mesh];
-        prune(&mut m.busy, UTILIZATION_WINDOW, now);
-        m.busy.push_back((now, ends));
-        let node = &mut self.nodes[idx];
-        prune(&mut node.tx_log, AIR_UTIL_TX_WINDOW, now);
-        node.tx_log.push_back((now, ends));
-        node.on_air = Some(OnAir {
-            packet: queued.packet.clone(),
-            kind: queued.kind,
-        });
-        let listeners: Vec<usize> = node.neighbours.iter().map(|l| l.to).collect();
-        for n in listeners {
-            let rx = &mut self.nodes[n].rx_busy_until;
-            *rx = (*rx).max(ends);
-        }
-        self.events.push_back(WorldEvent::Transmitted {
-            at: now,
-            mesh: self.meshes[mesh].name.clone(),
-            node: self.nodes[idx].id,
-            packet: queued.packet,
-            airtime,
-            kind: queued.kind,
-        });
-        self.schedule(ends, TimerKind::TxEnd(idx));
-    }
-
-    fn end_transmission(&mut self, idx: usize) {
-        let Some(on_air) = self.nodes[idx].on_air.take() else {
-            return;
-        };
-        let mesh = self.nodes[idx].mesh;
-        let loss = self.meshes[mesh].loss;
-        let links = self.nodes[idx].neighbours.clone();
-        for link in &links {
-            if loss > 0.0 && self.rng.random::<f64>() < loss {
-                continue;
-            }
-            self.receive(link.to, &on_air.packet, *link);
-        }
-        if matches!(on_air.kind, TxKind::Originated | TxKind::Retransmission) {
-            let id = on_air.packet.id();
-            if let Some(r) = self.nodes[idx].reliable.iter().find(|r| r.id == id) {
-                let attempt = r.attempt;
-                let at = self.now + self.retransmission_delay(mesh, &on_air.packet);
-                self.schedule(
-                    at,
-                    TimerKind::Retry {
-                        node: idx,
-                        id,
-                        attempt,
-                    },
-                );
-            }
-        }
-        self.try_start(idx);
-        for link in &links {
-            self.try_start(link.to);
-        }
-    }
-
-    /// Node `idx` hears `packet` over `link` (whose SNR and RSSI it measures).
-    fn receive(&mut self, idx: usize, packet: &Packet, link: Link) {
-        let now = self.now;
-        let me = self.nodes[idx].id;
-        if packet.from() == me {
-            self.heard_own_packet(idx, packet.id());
-            return;
-        }
-        let at = self.instant(now);
-        if self.nodes[idx]
-            .dedup
-            .observe(packet.from(), packet.id(), at)
-            == Seen::Duplicate
-        {
-            self.heard_duplicate(idx, packet, link.snr);
-            return;
-        }
-        let mut heard = packet.clone();
-        {
-            let m = heard.meta_mut();
-            m.rx_time = self.unix_time(now);
-            m.rx_snr = link.snr;
-            m.rx_rssi = link.rssi;
-        }
-        let decoded = self.decode(idx, &heard);
-        if let Some(d) = &decoded {
-            self.learn(idx, d);
-        }
-        self.events.push_back(WorldEvent::Received {
-            at: now,
-            node: me,
-            packet: heard,
-            decoded: decoded.clone(),
-        });
-        if packet.to() == me {
-            self.addressed(idx, packet, decoded.as_ref());
-            return;
-        }
-        if self.should_relay(idx, packet) {
-            self.queue_relay(idx, packet, link.snr);
-        }
-    }
-
-    /// A relay of the node's own packet came back: for a reliable broadcast, that is the
-    /// implicit ACK.
-    fn heard_own_packet(&mut self, idx: usize, id: PacketId) {
-        let node = &mut self.nodes[idx];
-        let Some(pos) = node.reliable.iter().position(|r| r.id == id && r.broadcast) else {
-            return;
-        };
-        let r = node.reliable.remove(pos);
-        node.queue
-            .retain(|q| !(q.kind == TxKind::Retransmission && q.packet.id() == id));
-        self.events.push_back(WorldEvent::ImplicitAck {
-            at: self.now,
-            node: node.id,
-            id,
-            channel: r.channel,
-        });
-    }
-
-    fn heard_duplicate(&mut self, idx: usize, packet: &Packet, snr: f32) {
-        let me = self.nodes[idx].id;
-        // Straight from the originator, nothing consumed: a retransmission.
-        let from_originator = packet.hop_start() > 0 && packet.hop_limit() == packet.hop_start();
-        let same = |q: &Queued| {
-            q.kind == TxKind::Relay
-                && q.packet.from() == packet.from()
-                && q.packet.id() == packet.id()
-        };
-        let node = &mut self.nodes[idx];
-        if !from_originator {
-            if node.role.cancels_duplicates() {
-                // Someone else relayed it first: our copy would add nothing.
-                node.queue.retain(|q| !same(q));
-            }
-            return;
-        }
-        // The originator repeats itself: our relay, or our ACK, may have been lost.
-        if packet.to() == me {
-            let decoded = self.decode(idx, packet);
-            self.addressed(idx, packet, decoded.as_ref());
-        } else if !self.nodes[idx].queue.iter().any(same) && self.should_relay(idx, packet) {
-            self.queue_relay(idx, packet, snr);
-        }
-    }
-
-    /// A decoded packet addressed to this node: ACKs end our retries; requests for an ACK
-    /// get one.
-    fn handle_addressed(&mut self, idx: usize, packet: &Packet) {
-        let Some(data) = packet.data() else {
-            return;
-        };
-        if data.portnum == proto::PortNum::RoutingApp as i32 {
-            let id = PacketId::new(data.request_id);
-            let node = &mut self.nodes[idx];
-            node.reliable.retain(|r| r.id != id || r.broadcast);
-            node.queue
-                .retain(|q| !(q.kind == TxKind::Retransmission && q.packet.id() == id));
-            self.on_routing_error(idx, packet, data);
-            return;
-        }
-        if packet.want_ack() {
-            self.queue_ack(idx, packet);
-        }
-    }
-
-    fn queue_ack(&mut self, idx: usize, request: &Packet) {
-        self.queue_routing(idx, request, RoutingError::None, request.channel());
-    }
-
-    /// An ACK (`RoutingError::None`) or NAK of `request`, on channel index `channel`, with the
-    /// channel key (ROUTING_APP is never PKI-encrypted).
-    fn queue_routing(&mut self, idx: usize, request: &Packet, error: RoutingError, channel: u32) {
-        let routing = proto::Routing {
-            variant: Some(proto::routing::Variant::ErrorReason(error as i32)),
-        };
-        let data = proto::Data {
-            portnum: proto::PortNum::RoutingApp as i32,
-            payload: routing.encode_to_vec(),
-            request_id: request.id().get(),
-            ..Default::default()
-        };
-        let hop_limit = hop_limit_for_response(request.hop_start(), request.hop_limit());
-        let id = self.next_id(idx);
-        let meta = proto::MeshPacket {
-            from: self.nodes[idx].id.get(),
-            to: request.from().get(),
-            id: id.get(),
-            channel,
-            hop_limit: u32::from(hop_limit),
-            hop_start: u32::from(hop_limit),
-            ..Default::default()
-        };
-        let mesh = self.nodes[idx].mesh;
-        let Some(encrypted) = self.meshes[mesh]
-            .channels
-            .encrypt(&Packet::from_data(meta, data), channel as usize)
-        else {
-            return;
-        };
-        let anchor = self.instant(self.now);
-        let me = self.nodes[idx].id;
-        self.nodes[idx].dedup.observe(me, id, anchor);
-        let ready = self.now + self.originate_delay(mesh);
-        self.enqueue(
-            idx,
-            air_form(&encrypted),
-            TxKind::Ack,
-            ready,
-            Priority::Ack as i32,
-        );
-    }
-
-    fn should_relay(&self, idx: usize, packet: &Packet) -> bool {
-        let node = &self.nodes[idx];
-        let next_hop = packet.meta().next_hop;
-        node.role.relays()
-            && packet.hop_limit() > 0
-            && !packet.id().is_unset()
-            && packet.to() != node.id
-            && packet.from() != node.id
-            && packet.to() != NodeId::BROADCAST_NO_LORA
-            && (next_hop == 0 || next_hop == u32::from(node.id.last_byte()))
-    }
-
-    fn queue_relay(&mut self, idx: usize, packet: &Packet, snr: f32) {
-        if self.nodes[idx].queue.len() >= TX_QUEUE_LEN {
-            tracing::debug!(node = %self.nodes[idx].id, id = %packet.id(), "transmit queue full, relay dropped");
-            return;
-        }
-        let mut copy = air_form(packet);
-        {
-            let m = copy.meta_mut();
-            m.hop_limit = m.hop_limit.saturating_sub(1);
-            m.relay_node = u32::from(self.nodes[idx].id.last_byte());
-        }
-        let delay = self.relay_delay(idx, snr);
-        let ready = self.now + delay;
-        self.enqueue(idx, copy, TxKind::Relay, ready, Priority::Default as i32);
-    }
-
-    /// How long a relay waits (`getTxDelayMsecWeighted`): routers early, clients after them
-    /// with weak-SNR listeners first, late routers after everyone.
-    fn relay_delay(&mut self, idx: usize, snr: f32) -> Duration {
-        let slot = self.meshes[self.nodes[idx].mesh].slot;
-        let span = (CW_MAX - CW_MIN) as f32;
-        let cw = ((snr - SNR_MIN) * span / (SNR_MAX - SNR_MIN) + CW_MIN as f32)
-            .clamp(CW_MIN as f32, CW_MAX as f32) as u32;
-        let slots = match self.nodes[idx].role {
-            NodeRole::Router | NodeRole::Repeater => self.rng.random_range(0..=2 * cw),
-            NodeRole::RouterLate => 2 * CW_MAX + (1 << CW_MAX) + self.rng.random_range(0..=2 * cw),
-            NodeRole::Client | NodeRole::ClientMute => {
-                2 * CW_MAX + self.rng.random_range(0..(1u32 << cw))
-            }
-        };
-        slot * slots
-    }
-
-    /// Contention window size from the channel utilisation (0..100% → CWmin..CWmax).
-    fn util_cw(&self, mesh: usize) -> u32 {
-        let util = busy_percent(&self.meshes[mesh].busy, UTILIZATION_WINDOW, self.now);
-        let cw = CW_MIN as f32 + util / 100.0 * (CW_MAX - CW_MIN) as f32;
-        (cw as u32).clamp(CW_MIN, CW_MAX)
-    }
-
-    /// The random wait before a packet of our own (`getTxDelayMsec`).
-    fn originate_delay(&mut self, mesh: usize) -> Duration {
-        let cw = self.util_cw(mesh);
-        let slots = self.rng.random_range(0..(1u32 << cw));
-        self.meshes[mesh].slot * slots
-    }
-
-    /// How long to wait for an ACK before retransmitting (`getRetransmissionMsec`).
-    fn retransmission_delay(&self, mesh: usize, packet: &Packet) -> Duration {
-        let m = &self.meshes[mesh];
-        let airtime = m.preset.time_on_air(packet.on_air_len());
-        let cw = self.util_cw(mesh);
-        let slots = (1u32 << cw) + 2 * CW_MAX + (1u32 << ((CW_MAX + CW_MIN) / 2));
-        airtime * 2 + m.slot * slots + PROCESSING_TIME
-    }
-
-    fn retry(&mut self, idx: usize, id: PacketId, attempt: u8) {
-        let node = &mut self.nodes[idx];
-        let Some(pos) = node
-            .reliable
-            .iter()
-            .position(|r| r.id == id && r.attempt == attempt)
-        else {
-            return;
-        };
-        if node.reliable[pos].retries_left == 0 {
-            let r = node.reliable.remove(pos);
-            self.events.push_back(WorldEvent::Nak {
-                at: self.now,
-                node: node.id,
-                id,
-                channel: r.channel,
-                error: RoutingError::MaxRetransmit,
-            });
-            return;
-        }
-        let r = &mut node.reliable[pos];
-        r.retries_left -= 1;
-        r.attempt += 1;
-        let (mut packet, plain) = (r.packet.clone(), r.plain.clone());
-        if let Some(plain) = plain {
-            match self.encode(idx, &plain) {
-                Ok(again) => packet = air_form(&again),
-                Err(e) => tracing::debug!(error = %e, "retransmission sent as before"),
-            }
-        }
-        let now = self.now;
-        self.enqueue(
-            idx,
-            packet,
-            TxKind::Retransmission,
-            now,
-            Priority::Reliable as i32,
-        );
-    }
-
-    fn generate(&mut self, idx: usize, kind: TrafficKind) {
-        let Some(traffic) = self.nodes[idx].traffic.clone() else {
-            return;
-        };
-        let jitter = self.rng.random_range(0.8..1.2);
-        let Some(next) = kind.period(&traffic).and_then(|p| secs(p * jitter)) else {
-            return;
-        };
-        self.schedule(self.now + next, TimerKind::Traffic { node: idx, kind });
-        if self.nodes[idx].queue.len() >= TX_QUEUE_LEN {
-            return;
-        }
-        let packet = match kind {
-            TrafficKind::Text => {
-                let text = PHRASES.choose(&mut self.rng).copied().unwrap_or("hello");
-                text_packet(traffic.to, traffic.channel, text)
-            }
-            TrafficKind::Position => self.position_packet(idx),
-            TrafficKind::Telemetry => self.telemetry_packet(idx),
-            TrafficKind::NodeInfo => {
-                let user = self.nodes[idx].user.clone();
-                broadcast_packet(proto::PortNum::NodeinfoApp, user.encode_to_vec())
-            }
-        };
-        if let Err(e) = self.originate(idx, packet) {
-            tracing::debug!(node = %self.nodes[idx].id, error = %e, "generated packet not sent");
-        }
-    }
-
-    fn position_packet(&mut self, idx: usize) -> Packet {
-        let (lat, lon) = self.nodes[idx].position;
-        let jitter = (
-            self.rng.random_range(-0.0002..0.0002),
-            self.rng.random_range(-0.0002..0.0002),
-        );
-        let position = proto::Position {
-            latitude_i: Some(((lat + jitter.0) * 1e7) as i32),
-            longitude_i: Some(((lon + jitter.1) * 1e7) as i32),
-            altitude: Some(170 + self.rng.random_range(0..60)),
-            time: self.unix_time(self.now),
-            location_source: proto::position::LocSource::LocInternal as i32,
-            precision_bits: 32,
-            ..Default::default()
-        };
-        broadcast_packet(proto::PortNum::PositionApp, position.encode_to_vec())
-    }
-
-    fn telemetry_packet(&mut self, idx: usize) -> Packet {
-        let now = self.now;
-        let id = self.nodes[idx].id;
-        let channel_utilization = self.node_channel_utilization(id, now).unwrap_or(0.0);
-        let air_util_tx = self.air_util_tx(id, now).unwrap_or(0.0);
-        let node = &mut self.nodes[idx];
-        node.battery -= 0.4;
-        if node.battery < 20.0 {
-            node.battery = 100.0; // someone recharged it
-        }
-        let metrics = proto::DeviceMetrics {
-            battery_level: Some(node.battery as u32),
-            voltage: Some(3.3 + node.battery / 100.0 * 0.9),
-            channel_utilization: Some(channel_utilization),
-            air_util_tx: Some(air_util_tx),
-            uptime_seconds: Some(now.as_secs() as u32),
-        };
-        let telemetry = proto::Telemetry {
-            time: self.unix_time(now),
-            variant: Some(proto::telemetry::Variant::DeviceMetrics(metrics)),
-        };
-        broadcast_packet(proto::PortNum::TelemetryApp, telemetry.encode_to_vec())
-    }
-}
-
-/// A text on channel `channel`; a direct message asks for an ACK, as the apps do.
-fn text_packet(to: NodeId, channel: u8, text: &str) -> Packet {
-    let meta = proto::MeshPacket {
-        to: to.get(),
-        channel: u32::from(channel),
-        hop_limit: u32::from(DEFAULT_HOP_LIMIT),
-        want_ack: !to.is_broadcast(),
-        ..Default::default()
-    };
-    // What the firmware originates always carries the bitfield (OK-to-MQTT off).
-    let data = proto::Data {
-        portnum: proto::PortNum::TextMessageApp as i32,
-        payload: text.as_bytes().to_vec(),
-        bitfield: Some(0),
-        ..Default::default()
-    };
-    Packet::from_data(meta, data)
-}
-
-/// A broadcast on the primary channel with the default hop limit.
-fn broadcast_packet(port: proto::PortNum, payload: Vec<u8>) -> Packet {
-    let meta = proto::MeshPacket {
-        to: NodeId::BROADCAST.get(),
-        hop_limit: u32::from(DEFAULT_HOP_LIMIT),
-        ..Default::default()
-    };
-    Packet::from_data(
-        meta,
-        proto::Data {
-            portnum: port as i32,
-            payload,
-            bitfield: Some(0),
-            ..Default::default()
-        },
-    )
-}
-
-/// Only what the 16-byte LoRa header carries, plus the payload: local fields (rx metadata,
-/// priority) never go on the air.
-fn air_form(packet: &Packet) -> Packet {
-    let m = packet.meta();
-    let meta = proto::MeshPacket {
-        from: m.from,
-        to: m.to,
-        channel: m.channel,
-        id: m.id,
-        hop_limit: m.hop_limit,
-        want_ack: m.want_ack,
-        via_mqtt: m.via_mqtt,
-        hop_start: m.hop_start,
-        next_hop: m.next_hop,
-        relay_node: m.relay_node,
-        ..Default::default()
-    };
-    Packet::new(meta, packet.payload().clone())
-}
-
-/// The hop limit for an answer (`getHopLimitForResponse`): enough for the hops the request
-/// took, with some margin, else the default.
-fn hop_limit_for_response(hop_start: u8, hop_limit: u8) -> u8 {
-    if hop_start == 0 {
-        return DEFAULT_HOP_LIMIT;
-    }
-    let used = hop_start.saturating_sub(hop_limit);
-    if used > DEFAULT_HOP_LIMIT {
-        used
-    } else if used + 2 < DEFAULT_HOP_LIMIT {
-        used + 2
-    } else {
-        DEFAULT_HOP_LIMIT
-    }
-}
-
-/// Seconds as a duration; `None` for what a validated config never holds (negative, NaN,
-/// absurdly large), so an unchecked config cannot make the world panic.
-fn secs(value: f64) -> Option<Duration> {
-    Duration::try_from_secs_f64(value).ok()
-}
-
-/// Drops intervals that ended before the window.
-fn prune(intervals: &mut VecDeque<(Duration, Duration)>, window: Duration, now: Duration) {
-    let start = now.saturating_sub(window);
-    while intervals.front().is_some_and(|&(_, end)| end <= start) {
-        intervals.pop_front();
-    }
-}
-
-/// Percent of `window` before `now` covered by the (start-ordered) intervals.
-fn busy_percent(
-    intervals: &VecDeque<(Duration, Duration)>,
-    window: Duration,
-    now: Duration,
-) -> f32 {
-    let start = now.saturating_sub(window);
-    let mut busy = Duration::ZERO;
-    let mut covered_to = start;
-    for &(s, e) in intervals {
-        let s = s.max(covered_to);
-        let e = e.min(now);
-        if e > s {
-            busy += e - s;
-            covered_to = e;
-        }
-    }
-    (busy.as_secs_f64() / window.as_secs_f64() * 100.0) as f32
 }
 
 #[cfg(test)]
