@@ -201,3 +201,64 @@ fn admin_traffic_heard_on_a_mesh_never_reaches_the_other_radio_and_is_counted() 
     );
     assert!(gw.terminate().success(), "{}", gw.printed());
 }
+
+/// A NodeInfo from A2 (the radio stamps its node) on the primary channel, announcing `key` as its public key.
+fn node_info(id: u32, key: [u8; 32]) -> Packet {
+    let user = proto::User {
+        id: NodeId::new(A2).to_string(),
+        long_name: "North person".into(),
+        short_name: "Nort".into(),
+        public_key: key.to_vec(),
+        ..Default::default()
+    };
+    Packet::from_data(
+        proto::MeshPacket {
+            to: NodeId::BROADCAST.get(),
+            channel: NORTH_PRIMARY,
+            id,
+            hop_limit: 3,
+            ..Default::default()
+        },
+        proto::Data {
+            portnum: proto::PortNum::NodeinfoApp as i32,
+            payload: prost::Message::encode_to_vec(&user),
+            ..Default::default()
+        },
+    )
+}
+
+#[test]
+fn a_node_info_changing_a_known_public_key_is_kept_from_the_other_radio_counted_and_said() {
+    let bridge = Bridge::start("abuse-key", &bridge_routes());
+    let mut gw = bridge.gateway(None);
+    let at = gw.http();
+    let (a2, b2) = (&bridge.a2, &bridge.b2);
+
+    let first = Msg {
+        from: a2.node(),
+        id: PacketId::new(0x4d0f_0001),
+        text: String::new(),
+    };
+    let second = Msg {
+        id: PacketId::new(0x4d0f_0002),
+        ..first.clone()
+    };
+    for (m, key) in [(&first, [1; 32]), (&second, [2; 32])] {
+        let status = a2.send(node_info(m.id.get(), key));
+        assert_eq!(status, mesh_core::DeliveryStatus::Delivered);
+    }
+    let marker = say(a2, NORTH_PRIMARY, 0x4d0f_0003, "north after a new key");
+    let heard = heard_until(b2, &marker);
+    assert_eq!(times(&heard, &first), 1, "the first key crosses");
+    assert_eq!(
+        times(&heard, &second),
+        0,
+        "the changed key reached the south mesh"
+    );
+    gw.wait("the key problem", |l| {
+        l.contains("PROBLEM north") && l.contains("public key other than")
+    });
+    let m = metrics(&at);
+    assert_eq!(dropped(&m, "key-changed"), 1, "{}", gw.printed());
+    assert!(gw.terminate().success(), "{}", gw.printed());
+}
