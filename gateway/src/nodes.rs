@@ -239,12 +239,20 @@ impl NodeDirectory {
 
     /// A packet from `packet.from()` heard by `endpoint` at `now` (`wall`). Packets from no
     /// node (0, broadcast) are ignored.
-    pub fn heard(&self, endpoint: &str, packet: &Packet, now: Instant, wall: Millis) {
+    ///
+    /// Returns true when the packet is a NodeInfo that would change or empty the public key
+    /// its node was first seen with (the first key is kept: [`Node::observe`]).
+    #[must_use]
+    pub fn heard(&self, endpoint: &str, packet: &Packet, now: Instant, wall: Millis) -> bool {
         let from = packet.from();
         if !is_node(from) {
-            return;
+            return false;
         }
-        self.update(from, now, |n| n.observe(endpoint, packet, now, wall));
+        let mut refused = false;
+        self.update(from, now, |n| {
+            refused = n.observe(endpoint, packet, now, wall)
+        });
+        refused
     }
 
     /// A radio's handshake: its node database (names and keys of nodes it heard before), and

@@ -7,7 +7,8 @@
 //! 2. what an attached radio itself originates (its own telemetry, its implicit ACKs), or what
 //!    is addressed to it, is local state, not mesh traffic (radios only: [`Heard::local`]);
 //! 3. a packet that was not decrypted is on a channel this hub does not hold; admin packets are
-//!    never relayed;
+//!    never relayed, nor one whose hop fields exceed the mesh's 7 (no LoRa header carries
+//!    that: it was forged on an API, a broker or a neighbour hub);
 //! 4. routes: traffic on a route's channel heard on one of its endpoints goes to the endpoints
 //!    on the other side, on the mapped channel, never back to the endpoint it came from;
 //! 5. hubs: a packet a neighbour hub delivered after crossing more than `federation.max_hops`
@@ -94,6 +95,8 @@ pub enum Ignored {
     UnknownChannel,
     /// A neighbour hub delivered it after more hubs than `federation.max_hops`.
     TooManyHops,
+    /// Its `hop_limit` or `hop_start` is above the mesh's 7: forged, not heard on the air.
+    HopFields,
 }
 
 impl Ignored {
@@ -108,7 +111,18 @@ impl Ignored {
             Ignored::NoRoute => "no-route",
             Ignored::UnknownChannel => "unknown-channel",
             Ignored::TooManyHops => "hops",
+            Ignored::HopFields => "hops",
         }
+    }
+
+    /// Whether this is abuse or damage an operator should see counted (`/metrics`
+    /// `archipel_dropped_total` by reason), as opposed to the normal life of a mesh: its own
+    /// radio's telemetry, traffic on a channel no route takes, a packet without an id.
+    pub fn is_abuse(self) -> bool {
+        matches!(
+            self,
+            Ignored::Admin | Ignored::TooManyHops | Ignored::HopFields
+        )
     }
 }
 
@@ -381,6 +395,11 @@ impl Router {
         };
         if data.portnum == proto::PortNum::AdminApp as i32 {
             return Decision::Ignore(Ignored::Admin);
+        }
+        // The raw fields: the packet's accessors clamp to what a LoRa header can carry.
+        let max = u32::from(mesh_core::packet::HOP_MAX);
+        if p.meta().hop_limit > max || p.meta().hop_start > max {
+            return Decision::Ignore(Ignored::HopFields);
         }
         let crossed = heard.federated.map_or(0, |f| f.hops);
         if crossed > self.max_hops {

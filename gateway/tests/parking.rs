@@ -213,7 +213,7 @@ impl World {
         let mut p = Packet::text_message(NodeId::BROADCAST, 0, "here");
         (p.meta_mut().from, p.meta_mut().id) = (node.get(), 0x77);
         let at = clock() - ago;
-        self.nodes.heard("a", &p, at, now_ms());
+        assert!(!self.nodes.heard("a", &p, at, now_ms()));
     }
 
     /// Radio `a` learns `node`'s names (a NodeInfo heard `ago` before now).
@@ -236,7 +236,7 @@ impl World {
             },
         );
         let at = clock() - ago;
-        self.nodes.heard("a", &p, at, now_ms());
+        assert!(!self.nodes.heard("a", &p, at, now_ms()));
     }
 
     fn parked_gauge(&self) -> u64 {

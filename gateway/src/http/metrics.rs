@@ -155,7 +155,7 @@ pub fn render(view: &View, status: &Status) -> String {
 
     let mut f = Family::new(
         "archipel_dropped_total",
-        "Messages dropped, by reason: ingress reasons (spoofed, rate-limited, undecryptable, hops, ...) and the store's (expired, overflow, undeliverable).",
+        "Messages dropped, by reason: ingress reasons (spoofed, rate-limited, undecryptable, hops, admin, key-changed, ...) and the store's (expired, overflow, undeliverable).",
         COUNTER,
     );
     for (reason, n) in s.drop_reasons() {

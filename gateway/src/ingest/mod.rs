@@ -218,6 +218,12 @@ impl Ingest {
         ack: A,
     ) {
         let decision = self.router.route(heard, now);
+        if let Decision::Ignore(why) = decision
+            && why.is_abuse()
+        {
+            // Every ingress the same way: counted by reason and told once, not only on MQTT.
+            self.dropped(heard.source, why.as_str(), Some(heard.packet.from()));
+        }
         self.queue(decision, now, pipeline, ack)
     }
 

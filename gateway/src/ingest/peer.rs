@@ -14,7 +14,7 @@ use tracing::{Instrument, info_span, warn};
 use super::{Ingest, Pipeline};
 use crate::activity::Activity;
 use crate::app::now_ms;
-use crate::router::{Decision, Federated, Heard, Ignored};
+use crate::router::{Federated, Heard};
 
 /// What finishing an item acknowledges: its connection and sequence number.
 type Ack = (u64, u64);
@@ -124,14 +124,10 @@ impl PeerIngest {
                             hops: item.hops,
                         }),
                     };
-                    let now = now_ms();
-                    let decision = self.ingest.router.route(heard, now);
-                    if let Decision::Ignore(Ignored::TooManyHops) = decision {
-                        // Acknowledged like any item this hub will not keep: the far hub must
-                        // not offer it again.
-                        self.ingest.dropped(&self.name, "hops", Some(packet.from()));
-                    }
-                    self.ingest.queue(decision, now, pipeline, ack);
+                    // Too many hubs, admin, forged hop fields: counted by `heard`, and
+                    // acknowledged like any item this hub will not keep (the far hub must not
+                    // offer it again).
+                    self.ingest.heard(heard, now_ms(), pipeline, ack);
                 }
             }
         }

@@ -10,7 +10,7 @@
 //! is here (which wakes direct messages waiting for it); the handshake's node database names
 //! the nodes the radio heard before.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,6 +29,9 @@ use crate::config::FREQUENCY_TOLERANCE_MHZ;
 use crate::nodes::NodeDirectory;
 use crate::people::Person;
 use crate::router::{Addressed, Heard, PKI};
+
+/// Most problems a radio's ingest remembers having said (each is said once).
+const MAX_SAID: usize = 256;
 
 /// What the configuration expects a radio to be; the radio's own word wins, a disagreement
 /// is said loudly.
@@ -59,6 +62,9 @@ pub struct RadioIngest {
     expected: Expected,
     /// Problems already said, so a reconnecting radio does not repeat them.
     said: HashSet<String>,
+    /// The NodeInfo announcements refused for a changed key lately, so a copy is not counted
+    /// again.
+    refused: VecDeque<(NodeId, PacketId)>,
     /// Shared routing and commit machinery.
     ingest: Arc<Ingest>,
     /// Told about every node the radio hears (and its handshake's node database), so a
@@ -83,6 +89,7 @@ impl RadioIngest {
             utilization,
             expected,
             said: HashSet::new(),
+            refused: VecDeque::new(),
             ingest,
             nodes,
         }
@@ -133,15 +140,15 @@ impl RadioIngest {
                 let Some(decoded) = self.ingest.router.decrypt(&channel, &packet) else {
                     // Its sender is here all the same (a PKI direct message, a channel we do
                     // not hold).
-                    self.nodes
-                        .heard(&self.name, &packet, Instant::now(), now_ms());
+                    self.node_heard(&packet);
                     // Counted, not logged per packet: a radio with a channel we do not hold
                     // would otherwise flood the log.
                     self.ingest.stats.dropped(&self.name, "undecryptable");
                     return;
                 };
-                self.nodes
-                    .heard(&self.name, &decoded, Instant::now(), now_ms());
+                if self.node_heard(&decoded) {
+                    return;
+                }
                 self.relay(decoded, channel, pipeline);
             }
         }
@@ -250,8 +257,7 @@ impl RadioIngest {
     /// channel, the uplink carries the same packet (and more), so this copy is not routed.
     fn on_packet(&mut self, packet: Packet, pipeline: &mut Pipeline<()>) {
         // Routed or not (its own telemetry, a packet for it): the sender was heard.
-        self.nodes
-            .heard(&self.name, &packet, Instant::now(), now_ms());
+        let forged = self.node_heard(&packet);
         let Some(info) = self.info.clone() else {
             return;
         };
@@ -270,7 +276,7 @@ impl RadioIngest {
         else {
             return;
         };
-        if info.uplinks_on(&channel) {
+        if info.uplinks_on(&channel) || forged {
             return;
         }
         self.relay(packet, channel, pipeline);
@@ -301,12 +307,9 @@ impl RadioIngest {
                 channel.to_owned(),
             )
         };
-        self.nodes.heard(
-            &self.name,
-            decoded.as_ref().unwrap_or(&packet),
-            Instant::now(),
-            now_ms(),
-        );
+        if self.node_heard(decoded.as_ref().unwrap_or(&packet)) {
+            return;
+        }
         let Some(decoded) = decoded else {
             self.ingest.stats.dropped(&self.name, "undecryptable");
             return;
@@ -384,6 +387,42 @@ impl RadioIngest {
             now_ms(),
         );
         self.ingest.queue(decision, now_ms(), pipeline, ());
+    }
+
+    /// Tells the node directory `packet`'s sender was heard. True when it is a NodeInfo that
+    /// would change or empty the public key its node was first seen with: the first key is
+    /// kept, the packet is not relayed (another mesh must not learn the new key from us), it
+    /// is counted (`key-changed`), and the first time for a node it is said as a problem.
+    fn node_heard(&mut self, packet: &Packet) -> bool {
+        if !self
+            .nodes
+            .heard(&self.name, packet, Instant::now(), now_ms())
+        {
+            return false;
+        }
+        let from = packet.from();
+        // A radio may hand one packet more than once (the phone API and its uplink, a
+        // rebroadcast heard again): one announcement counts once.
+        if self.refused.contains(&(from, packet.id())) {
+            return true;
+        }
+        if self.refused.len() >= MAX_SAID {
+            self.refused.pop_front();
+        }
+        self.refused.push_back((from, packet.id()));
+        self.ingest.dropped(&self.name, "key-changed", Some(from));
+        let text = format!(
+            "node {from} announced a public key other than the one it was first heard with: the first is kept and the announcement is not relayed (someone may be impersonating it; if the node was really reset, remove it from the radio's node database and restart the gateway)"
+        );
+        // Bounded: a flood of forged nodes is counted, not remembered one by one.
+        if self.said.len() < MAX_SAID && self.said.insert(text.clone()) {
+            warn!("radio {}: {text}", self.name);
+            let _ = self.ingest.activity.send(Activity::Problem {
+                endpoint: self.name.clone(),
+                text,
+            });
+        }
+        true
     }
 
     fn relay(&mut self, packet: Packet, channel: String, pipeline: &mut Pipeline<()>) {

@@ -194,7 +194,13 @@ impl Node {
     /// Learns from a packet heard from it by `endpoint` at `now` (`wall` on the wall clock):
     /// it is here, how far, how loud; and from its payload, when readable, its names
     /// (NodeInfo) and battery (device telemetry). An encrypted packet still says it is here.
-    pub fn observe(&mut self, endpoint: &str, packet: &Packet, now: Instant, wall: Millis) {
+    ///
+    /// Returns true when a NodeInfo tried to change or empty the public key this node was first
+    /// seen with: the first key is kept (trust on first use, as the firmware does), since a
+    /// node that really re-keyed is rare and someone impersonating it to read its direct
+    /// messages is exactly what the key is for.
+    #[must_use]
+    pub fn observe(&mut self, endpoint: &str, packet: &Packet, now: Instant, wall: Millis) -> bool {
         self.last_heard = Some(self.last_heard.map_or(now, |at| at.max(now)));
         self.last_heard_at = Some(wall);
         if self.heard_by.as_deref() != Some(endpoint) {
@@ -210,12 +216,12 @@ impl Node {
             self.snr = Some(snr);
         }
         let Some(data) = packet.data() else {
-            return;
+            return false;
         };
         match proto::PortNum::try_from(data.portnum) {
             Ok(proto::PortNum::NodeinfoApp) => {
                 if let Ok(user) = proto::User::decode(&data.payload[..]) {
-                    self.user = Some(NodeUser::from_proto(&user));
+                    return self.take_user(NodeUser::from_proto(&user));
                 }
             }
             Ok(proto::PortNum::TelemetryApp) => {
@@ -229,6 +235,23 @@ impl Node {
             }
             _ => {}
         }
+        false
+    }
+
+    /// Takes what a node says about itself, keeping the public key it was first seen with;
+    /// true when `user` would have changed or emptied it.
+    fn take_user(&mut self, mut user: NodeUser) -> bool {
+        let first = self
+            .user
+            .as_ref()
+            .map(|u| u.public_key.clone())
+            .filter(|k| !k.is_empty());
+        let refused = first.as_ref().is_some_and(|k| *k != user.public_key);
+        if let Some(key) = first {
+            user.public_key = key;
+        }
+        self.user = Some(user);
+        refused
     }
 
     /// Learns from an entry of `endpoint`'s node database (its handshake), at `now` (`wall`):
@@ -242,7 +265,9 @@ impl Node {
         wall: Millis,
     ) {
         if let Some(user) = &entry.user {
-            self.user = Some(NodeUser::from_proto(user));
+            // The radio's database keeps the firmware's own first key; a change is not ours to
+            // alarm on here (the radio refused it), only to keep.
+            let _ = self.take_user(NodeUser::from_proto(user));
         }
         let heard_at = (entry.last_heard >= MIN_VALID_TIME).then(|| {
             // A radio clock ahead of ours counts as just now.

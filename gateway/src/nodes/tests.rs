@@ -88,7 +88,7 @@ fn telemetry(from: NodeId, level: Option<u32>, voltage: Option<f32>) -> Packet {
 }
 
 fn heard(node: &mut Node, p: &Packet, at: Instant) {
-    node.observe("north", p, at, WALL);
+    assert!(!node.observe("north", p, at, WALL), "no key change");
 }
 
 #[test]
@@ -215,6 +215,41 @@ fn a_packet_tells_hops_snr_names_and_battery_and_an_unknown_hop_start_is_no_hop_
     );
     heard(&mut n, &telemetry(AMIRA, Some(55), Some(3.7)), t);
     assert_eq!((n.battery_level, n.voltage), (Some(55), Some(3.7)));
+}
+
+#[test]
+fn the_first_public_key_seen_is_kept_and_a_node_info_changing_or_emptying_it_is_refused() {
+    let t = Instant::now();
+    let mut n = Node::new(AMIRA);
+    let mut keyless = user("Amira", "AMI");
+    keyless.public_key.clear();
+    heard(&mut n, &node_info(AMIRA, keyless.clone()), t);
+    // A node first seen without a key learns one: that is its first key.
+    heard(&mut n, &node_info(AMIRA, user("Amira", "AMI")), t);
+    heard(&mut n, &node_info(AMIRA, user("Amira K", "AMK")), t);
+    assert_eq!(
+        n.user.as_ref().unwrap().long_name,
+        "Amira K",
+        "names may change"
+    );
+    let mut other = user("Amira", "AMI");
+    other.public_key = vec![7; 32];
+    for forged in [other, keyless] {
+        assert!(n.observe("north", &node_info(AMIRA, forged), t, WALL));
+        let u = n.user.clone().unwrap();
+        assert_eq!(u.public_key, vec![9; 32], "the first key stays");
+    }
+    // The directory says so to the ingest that heard it.
+    let dir = NodeDirectory::new(16, HOUR);
+    assert!(!dir.heard("north", &node_info(AMIRA, user("Amira", "AMI")), t, WALL));
+    let mut other = user("Amira", "AMI");
+    other.public_key = vec![7; 32];
+    assert!(dir.heard("north", &node_info(AMIRA, other), t, WALL));
+    assert!(!dir.heard("north", &text(AMIRA), t, WALL));
+    assert_eq!(
+        dir.get(AMIRA).unwrap().user.unwrap().public_key,
+        vec![9; 32]
+    );
 }
 
 #[test]
@@ -389,27 +424,27 @@ async fn the_directory_announces_changes_and_wakes_a_watch_when_its_node_is_hear
     let watch = Arc::new(NodeWatch::default());
     dir.watch(AMIRA, dir.last_heard(AMIRA), &watch);
     assert!(watch.take().is_empty());
-    dir.heard("north", &text(AMIRA), t, WALL);
+    assert!(!dir.heard("north", &text(AMIRA), t, WALL));
     watch.heard().await;
     assert_eq!(watch.take().into_iter().collect::<Vec<_>>(), [AMIRA]);
     let c = changes.try_recv().unwrap();
     assert!(c.new && c.node.id == AMIRA);
     // A watch is used once.
-    dir.heard("north", &text(AMIRA), t + MIN, WALL);
+    assert!(!dir.heard("north", &text(AMIRA), t + MIN, WALL));
     assert!(watch.take().is_empty());
     // Heard between looking and watching: woken at once.
     let seen = dir.last_heard(AMIRA);
-    dir.heard("north", &text(AMIRA), t + 2 * MIN, WALL);
+    assert!(!dir.heard("north", &text(AMIRA), t + 2 * MIN, WALL));
     dir.watch(AMIRA, seen, &watch);
     assert_eq!(watch.take().len(), 1);
     // Unwatched: nothing.
     dir.watch(AMIRA, dir.last_heard(AMIRA), &watch);
     dir.unwatch(AMIRA, &watch);
-    dir.heard("north", &text(AMIRA), t + 3 * MIN, WALL);
+    assert!(!dir.heard("north", &text(AMIRA), t + 3 * MIN, WALL));
     assert!(watch.take().is_empty());
     // Packets from no node are not nodes.
-    dir.heard("north", &text(NodeId::BROADCAST), t, WALL);
-    dir.heard("north", &text(NodeId::new(2)), t, WALL);
+    assert!(!dir.heard("north", &text(NodeId::BROADCAST), t, WALL));
+    assert!(!dir.heard("north", &text(NodeId::new(2)), t, WALL));
     assert_eq!(dir.len(), 1);
     assert_eq!(dir.display_name(NodeId::new(0x1234)), "!00001234");
     assert_eq!(dir.presence(NodeId::new(0x1234), t), Presence::Away);

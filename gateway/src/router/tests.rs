@@ -217,6 +217,37 @@ fn unrouted_channels_own_packets_admin_and_id_zero_are_ignored() {
 }
 
 #[test]
+fn forged_hop_fields_are_dropped_and_counted_as_abuse_unlike_a_mesh_s_normal_life() {
+    let r = Router::new(&config(BRIDGE));
+    for (limit, start) in [(8, 3), (2, 8), (u32::MAX, u32::MAX)] {
+        let mut p = text(0x1111, 7, u32::MAX);
+        (p.meta_mut().hop_limit, p.meta_mut().hop_start) = (limit, start);
+        let why = ignored(r.route(heard("north", "LongFast", &p), 0));
+        assert_eq!((why, why.as_str()), (Ignored::HopFields, "hops"));
+        assert!(why.is_abuse());
+    }
+    let mut seven = text(0x1111, 8, u32::MAX);
+    (seven.meta_mut().hop_limit, seven.meta_mut().hop_start) = (7, 7);
+    assert_eq!(
+        relay(r.route(heard("north", "LongFast", &seven), 0))
+            .deliveries
+            .len(),
+        1
+    );
+    assert!(Ignored::Admin.is_abuse() && Ignored::TooManyHops.is_abuse());
+    for normal in [
+        Ignored::NoId,
+        Ignored::OwnRadio,
+        Ignored::ToOwnRadio,
+        Ignored::NoRoute,
+        Ignored::UnknownChannel,
+        Ignored::Undecryptable,
+    ] {
+        assert!(!normal.is_abuse(), "{normal:?}");
+    }
+}
+
+#[test]
 fn the_own_radio_rule_applies_only_to_radios() {
     let r = Router::new(&config(BRIDGE));
     let p = text(0x99, 1, u32::MAX);
