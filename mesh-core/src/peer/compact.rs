@@ -260,18 +260,18 @@ pub fn unpack(compact: &[u8], node: impl Fn(u32) -> Option<NodeId>) -> Result<Ve
             if portnum != 0 {
                 data.extend_from_slice(&varint_field(TAG_PORTNUM, portnum));
             }
-            put_tagged_bytes(&mut data, TAG_PAYLOAD, payload);
+            wire::put_bytes_field(TAG_PAYLOAD, payload, &mut data);
             data.extend_from_slice(&compact[r.pos..]);
             data
         } else {
             body.to_vec()
         };
         let mut field = Vec::with_capacity(value.len() + 4);
-        put_tagged_bytes(&mut field, TAG_DECODED, &value);
+        wire::put_bytes_field(TAG_DECODED, &value, &mut field);
         body_field = Some((TAG_DECODED, field));
     } else if !body.is_empty() {
         let mut field = Vec::with_capacity(body.len() + 4);
-        put_tagged_bytes(&mut field, TAG_ENCRYPTED, body);
+        wire::put_bytes_field(TAG_ENCRYPTED, body, &mut field);
         body_field = Some((TAG_ENCRYPTED, field));
     }
     let last = if flags & BODY_LAST != 0 {
@@ -369,10 +369,6 @@ fn varint_field(tag: u32, value: u64) -> Vec<u8> {
     prost::encoding::encode_key(tag, WireType::Varint, &mut out);
     prost::encoding::encode_varint(value, &mut out);
     out
-}
-
-fn put_tagged_bytes(out: &mut Vec<u8>, tag: u32, value: &[u8]) {
-    wire::put_bytes_field(tag, value, out);
 }
 
 #[cfg(test)]

@@ -49,7 +49,7 @@ fn an_encrypted_packet_with_receive_metadata_keeps_its_ciphertext_verbatim() {
     packet.extend_from_slice(&fixed32_field(1, SENDER.get()));
     packet.extend_from_slice(&fixed32_field(2, u32::MAX));
     packet.extend_from_slice(&varint_field(3, 8)); // channel hash
-    put_tagged_bytes(&mut packet, 5, &ciphertext);
+    wire::put_bytes_field(5, &ciphertext, &mut packet);
     packet.extend_from_slice(&fixed32_field(6, 0xdead_beef));
     packet.extend_from_slice(&fixed32_field(7, 1_764_000_000)); // rx_time
     packet.extend_from_slice(&fixed32_field(8, 6.25f32.to_bits())); // rx_snr
@@ -75,8 +75,8 @@ fn fields_of_newer_firmware_cross_in_place() {
     let mut packet = fixed32_field(1, SENDER.get());
     packet.extend_from_slice(&fixed32_field(2, u32::MAX));
     let mut data = varint_field(1, 1);
-    put_tagged_bytes(&mut data, 2, b"hello");
-    put_tagged_bytes(&mut packet, 4, &data);
+    wire::put_bytes_field(2, b"hello", &mut data);
+    wire::put_bytes_field(4, &data, &mut packet);
     packet.extend_from_slice(&fixed32_field(6, 77));
     packet.extend_from_slice(&varint_field(9, 3));
     packet.extend_from_slice(&varint_field(15, 3));
@@ -182,12 +182,12 @@ fn random_packets_either_rebuild_exactly_or_cross_as_they_are() {
                 2 => {
                     let inner = if next() % 2 == 0 {
                         let mut d = varint_field(1, next() % 80);
-                        put_tagged_bytes(&mut d, 2, &vec![b'a'; (next() % 50) as usize]);
+                        wire::put_bytes_field(2, &vec![b'a'; (next() % 50) as usize], &mut d);
                         d
                     } else {
                         vec![0x42; (next() % 70) as usize]
                     };
-                    put_tagged_bytes(&mut packet, tag, &inner);
+                    wire::put_bytes_field(tag, &inner, &mut packet);
                 }
                 _ => packet.extend_from_slice(&varint_field(tag, -((next() % 130) as i64) as u64)),
             }
