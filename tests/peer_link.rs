@@ -589,3 +589,61 @@ async fn a_peer_that_stops_answering_is_declared_down_and_dialled_again() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_loris_client_is_cut_at_the_handshake_timeout_and_counted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (b_id, a_id) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let limit = Duration::from_millis(400);
+    let listener = PeerListener::bind(any_port(), &b_id, [a_id.public_key()], limit)
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = PeerAcceptor::new(listener, HashMap::new());
+    let counters = acceptor.counters();
+    let task = tokio::spawn(acceptor.run());
+
+    // The start of a TLS ClientHello, one byte every 50 ms (a second, scaled to the test's
+    // timeout), until the listener closes the connection.
+    let hello = [
+        0x16u8, 0x03, 0x01, 0x00, 0xf0, 0x01, 0x00, 0x00, 0xec, 0x03, 0x03,
+    ];
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut buf = [0u8; 64];
+    let mut sent = 0;
+    timeout(WAIT, async {
+        loop {
+            tokio::select! {
+                read = tcp.read(&mut buf) => match read {
+                    Ok(n) if n > 0 => continue,
+                    _ => break,
+                },
+                _ = tick.tick() => {
+                    let byte = hello.get(sent).copied().unwrap_or(0);
+                    if tcp.write_all(&[byte]).await.is_err() {
+                        break;
+                    }
+                    sent += 1;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the listener closes a trickling client");
+    let lasted = started.elapsed();
+    assert!(lasted >= limit && lasted < WAIT, "{lasted:?}");
+    assert!(sent >= 4, "it trickled {sent} bytes");
+    // The accept task counts right after it gave the connection up.
+    let counted = timeout(WAIT, async {
+        while PeerCounters::get(&counters.timeouts) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(counted.is_ok(), "the timeout is counted");
+    assert_eq!(PeerCounters::get(&counters.timeouts), 1);
+    assert_eq!(PeerCounters::get(&counters.failed), 0);
+    task.abort();
+}

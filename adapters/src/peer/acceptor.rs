@@ -26,7 +26,10 @@ pub struct AcceptorCounters {
     pub adopted: AtomicU64,
     /// Connections that proved a key no `[[peer]]` lists (the handshake refused them).
     pub unknown_keys: AtomicU64,
-    /// Handshakes that failed otherwise (timeouts, broken TLS, lost connections).
+    /// Handshakes that did not finish within the listener's timeout: a silent client, or a
+    /// slow-loris one trickling bytes, each held a task until then and no longer.
+    pub timeouts: AtomicU64,
+    /// Handshakes that failed otherwise (broken TLS, lost connections).
     pub failed: AtomicU64,
     /// Errors from `accept` itself.
     pub accept_errors: AtomicU64,
@@ -107,6 +110,11 @@ impl PeerAcceptor {
                         Err(e @ TransportError::UnknownKey { .. }) => {
                             PeerCounters::add(&counters.unknown_keys, 1);
                             warn!(error = %e, "refused an unknown key");
+                        }
+                        Err(e @ TransportError::Timeout { .. }) => {
+                            // Counted, not logged at warn: a flood of them would flood the log.
+                            PeerCounters::add(&counters.timeouts, 1);
+                            debug!(error = %e, "an inbound handshake timed out");
                         }
                         Err(e) => {
                             PeerCounters::add(&counters.failed, 1);

@@ -356,5 +356,13 @@ fn peers(view: &View, out: &mut Scrape) {
         );
         f.counter(&[], Stats::get(&a.unknown_keys) as f64);
         out.add(f);
+        let mut f = Family::new(
+            "archipel_peer_handshake_failures_total",
+            "Connections to the federation listener whose handshake failed: timeout (silent or slow-loris clients, cut at the handshake timeout) or other (broken TLS, lost connections).",
+            MetricType::COUNTER,
+        );
+        f.counter(&[("reason", "timeout")], Stats::get(&a.timeouts) as f64);
+        f.counter(&[("reason", "other")], Stats::get(&a.failed) as f64);
+        out.add(f);
     }
 }
